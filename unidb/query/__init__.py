@@ -1,0 +1,1 @@
+"""Query planning and execution over the access paths in unidb.index."""

@@ -1,0 +1,1 @@
+"""The storage layer: the only code in unidb that touches files."""

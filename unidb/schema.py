@@ -30,8 +30,8 @@ RESERVED_PREFIX = "_"               # _rowid, _distance, _score ... are unidb's
 @dataclass(frozen=True)
 class ColumnType:
     """Base of all column types."""
-    nullable: bool = False
-    primary_key: bool = False
+    nullable: bool = field(default=False, kw_only=True)
+    primary_key: bool = field(default=False, kw_only=True)
 
     kind: str = field(default="", init=False)
 

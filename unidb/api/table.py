@@ -1,0 +1,318 @@
+"""`Table`: rows in, rows out — add/upsert/delete/update/get/count/scan and `search()`.
+
+The table validates input against its schema, keeps the primary key -> row id map, and turns
+each user write into exactly one durable commit of the storage layer (deletes + inserts), so a
+write is applied entirely or not at all. Reads work on an immutable `TableState` snapshot.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from unidb.errors import NotFoundError, QueryError, ValidationError
+from unidb.schema import Schema, Vector
+from unidb.storage.parts import ROWID, Part, TableState
+from unidb.storage.table_store import TableStore
+
+
+class Table:
+    """One table of an embedded database. Thread-safe; obtain it from `Database`."""
+
+    def __init__(self, db, name: str, store: TableStore):
+        self._db = db
+        self.name = name
+        self._store = store
+        self.schema = Schema.from_json(store.schema_json)
+        self._pk = self.schema.primary_key
+        self._keys: dict[Any, int] | None = None     # primary key -> row id (live rows)
+        self._keys_lsn = -1
+        self._keys_lock = threading.Lock()
+        from unidb.api.indexes import IndexSet
+        self._indexes = IndexSet(self)
+
+    # -- introspection ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._store.state.live_rows
+
+    def __repr__(self) -> str:
+        return f"unidb.Table({self.name!r}, rows={len(self)}, schema={self.schema!r})"
+
+    @property
+    def primary_key(self) -> str:
+        return self._pk
+
+    def _state(self) -> TableState:
+        return self._store.state
+
+    # -- primary key map -------------------------------------------------------------------
+    def _key_map(self) -> dict[Any, int]:
+        """The key -> row id map for the latest state (rebuilt after another process wrote)."""
+        state = self._store.state
+        with self._keys_lock:
+            if self._keys is None or (self._store.read_only and self._keys_lsn != state.lsn):
+                keys: dict[Any, int] = {}
+                for part in state.parts:
+                    live = state.live_mask(part)
+                    ks = part.table.column(self._pk)
+                    ids = part.row_ids
+                    if not live.all():
+                        ks = ks.filter(pa.array(live))
+                        ids = ids[live]
+                    keys.update(zip(ks.to_pylist(), ids.tolist()))
+                self._keys = keys
+                self._keys_lsn = state.lsn
+            return self._keys
+
+    def _normalise_keys(self, ids: Any) -> list:
+        if ids is None:
+            raise ValidationError("ids must be given")
+        if isinstance(ids, (str, bytes, int, np.integer)):
+            ids = [ids]
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            ids = ids.to_pylist()
+        ids = list(np.asarray(ids).tolist()) if isinstance(ids, np.ndarray) else list(ids)
+        want = self.schema[self._pk].arrow_type()
+        try:
+            arr = pa.array(ids, type=want)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+            raise ValidationError(f"ids must be values of the primary key {self._pk!r} "
+                                  f"({want}): {e}") from None
+        if arr.null_count:
+            raise ValidationError("ids must not contain None")
+        return arr.to_pylist()
+
+    # -- writes ----------------------------------------------------------------------------
+    def add(self, rows: Any) -> int:
+        """Insert rows; a key that already exists rejects the whole batch. Returns rows added."""
+        batch = self.schema.to_batch(rows)
+        if not batch.num_rows:
+            return 0
+        keys = batch.column(self._pk).to_pylist()
+        with self._store._lock:
+            kmap = self._key_map()
+            dup = next((k for k in keys if k in kmap), None)
+            if dup is not None:
+                raise ValidationError(f"primary key {dup!r} already exists in table "
+                                      f"{self.name!r}; use upsert() to replace rows")
+            state = self._store.commit(None, batch)
+            self._remember(keys, state.next_rowid - len(keys))
+        return len(keys)
+
+    def upsert(self, rows: Any) -> dict:
+        """Insert rows, replacing existing rows with the same key. Returns counts."""
+        batch = self.schema.to_batch(rows)
+        if not batch.num_rows:
+            return {"inserted": 0, "updated": 0}
+        keys = batch.column(self._pk).to_pylist()
+        with self._store._lock:
+            kmap = self._key_map()
+            old = [kmap[k] for k in keys if k in kmap]
+            state = self._store.commit(np.array(old, dtype=np.int64), batch)
+            self._remember(keys, state.next_rowid - len(keys))
+        return {"inserted": len(keys) - len(old), "updated": len(old)}
+
+    def delete(self, ids: Any = None, where: Any = None) -> int:
+        """Delete rows by primary key and/or filter. Returns the number of rows deleted."""
+        if ids is None and where is None:
+            raise ValidationError("delete() needs ids= or where= (use where='TRUE' to delete "
+                                  "every row)")
+        keys = self._normalise_keys(ids) if ids is not None else None
+        expr = self._filter(where) if where is not None else None
+        with self._store._lock:
+            state = self._store.state
+            kmap = self._key_map()
+            rowids = set()
+            if keys is not None:
+                rowids.update(kmap[k] for k in keys if k in kmap)
+            if expr is not None:
+                rowids.update(self._matching_rowids(state, expr).tolist())
+            if not rowids:
+                return 0
+            arr = np.fromiter(rowids, dtype=np.int64, count=len(rowids))
+            gone = state.take(np.sort(arr), [self._pk]).column(0).to_pylist()
+            self._store.commit(arr, None)
+            for k in gone:
+                kmap.pop(k, None)
+        return len(arr)
+
+    def update(self, where: Any = None, values: dict | None = None) -> int:
+        """Set columns to `values` on every row matching `where` (all rows when None)."""
+        if not values or not isinstance(values, dict):
+            raise ValidationError("update() needs values={column: new value, ...}")
+        if self._pk in values:
+            raise ValidationError(f"update() cannot change the primary key {self._pk!r}; "
+                                  f"delete the row and add it with the new key")
+        expr = self._filter(where) if where is not None else None
+        # Validate the new values once (as a one-row partial batch) before touching anything.
+        probe = self.schema.to_batch({c: [v] for c, v in values.items()}, partial=True)
+        with self._store._lock:
+            state = self._store.state
+            rowids = self._matching_rowids(state, expr) if expr is not None else \
+                self._all_rowids(state)
+            if not len(rowids):
+                return 0
+            old = state.take(rowids).drop_columns([ROWID])
+            for name in probe.schema.names:
+                col = probe.column(name)
+                repeated = col.take(pa.array(np.zeros(len(rowids), dtype=np.int64)))
+                i = old.schema.get_field_index(name)
+                old = old.set_column(i, old.schema.field(i), repeated)
+            batch = old.combine_chunks().to_batches()[0] if old.num_rows else None
+            state = self._store.commit(rowids, batch)
+            keys = old.column(self._pk).to_pylist()
+            self._remember(keys, state.next_rowid - len(keys))
+        return len(rowids)
+
+    def _remember(self, keys: list, first_rowid: int) -> None:
+        kmap = self._key_map()
+        kmap.update(zip(keys, range(first_rowid, first_rowid + len(keys))))
+        self._keys_lsn = self._store.state.lsn
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, ids: Any, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows by primary key, in the order asked; keys not present are skipped."""
+        keys = self._normalise_keys(ids)
+        cols = self._columns(columns)
+        state = self._store.state
+        kmap = self._key_map()
+        rowids = np.array([kmap[k] for k in keys if k in kmap], dtype=np.int64)
+        if not len(rowids):
+            return self._empty(cols)
+        return state.take(rowids, cols)
+
+    def count(self, where: Any = None) -> int:
+        """Number of live rows, optionally matching a filter."""
+        state = self._store.state
+        if where is None:
+            return state.live_rows
+        expr = self._filter(where)
+        return int(sum(int(m.sum()) for _, m in self._masks(state, expr)))
+
+    def to_arrow(self, columns: Sequence[str] | None = None, where: Any = None) -> pa.Table:
+        """All live rows (optionally filtered) as one Arrow table."""
+        cols = self._columns(columns)
+        state = self._store.state
+        expr = self._filter(where) if where is not None else None
+        pieces = []
+        for part, mask in self._masks(state, expr):
+            t = part.table.select(cols)
+            pieces.append(t if mask.all() else t.filter(pa.array(mask)))
+        if not pieces:
+            return self._empty(cols)
+        return pa.concat_tables(pieces)
+
+    def to_pandas(self, columns: Sequence[str] | None = None, where: Any = None):
+        return self.to_arrow(columns, where).to_pandas()
+
+    def search(self, vector: Any = None, *, column: str | None = None, text: str | None = None,
+               sparse: Any = None, vectors: dict | None = None, weights: dict | None = None):
+        """Start a search: vector (kNN), text (BM25), sparse, hybrid or multi-vector."""
+        from unidb.api.search import SearchBuilder
+        return SearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
+                             vectors=vectors, weights=weights)
+
+    # -- indexes and maintenance -----------------------------------------------------------
+    def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:
+        """Build an index on a column: kind="partition" (vectors), "sorted" (scalars), ..."""
+        self._indexes.create(column, kind, **options)
+
+    def drop_index(self, column: str) -> None:
+        self._indexes.drop(column)
+
+    def list_indexes(self) -> dict:
+        return self._indexes.definitions()
+
+    def index_stats(self, column: str) -> dict:
+        return self._indexes.stats(column)
+
+    def compact(self) -> int:
+        """Rewrite segments to drop deleted rows now (also runs in the background)."""
+        self._store.flush()
+        return self._store.compact()
+
+    def flush(self) -> None:
+        """Checkpoint in-memory rows into a segment (durability does not depend on it)."""
+        self._store.flush()
+
+    def stats(self) -> dict:
+        state = self._store.state
+        return {"rows": state.live_rows, "parts": len(state.parts),
+                "segments": len(self._store.manifest.segments),
+                "deleted_pending": len(state.tombstones), "lsn": state.lsn,
+                "disk_bytes": self._store.disk_bytes()}
+
+    def _close(self, checkpoint: bool) -> None:
+        self._indexes.close(checkpoint)
+        if checkpoint:
+            self._store.close()
+        else:
+            self._store.abandon()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _filter(self, where: Any):
+        from unidb.query.filter import to_expr
+        expr = to_expr(where)
+        if expr is not None:
+            expr.validate(self.schema)
+        return expr
+
+    def _masks(self, state: TableState, expr) -> Iterable[tuple[Part, np.ndarray]]:
+        for part in state.parts:
+            if not part.num_rows:
+                continue
+            mask = state.live_mask(part)
+            if expr is not None:
+                mask = mask & expr.evaluate(part.table, context=self._indexes)
+            yield part, mask
+
+    def _matching_rowids(self, state: TableState, expr) -> np.ndarray:
+        got = [part.row_ids[mask] for part, mask in self._masks(state, expr)]
+        return np.concatenate(got) if got else np.zeros(0, np.int64)
+
+    def _all_rowids(self, state: TableState) -> np.ndarray:
+        return self._matching_rowids(state, None)
+
+    def _columns(self, columns: Sequence[str] | None) -> list[str]:
+        if columns is None:
+            return self.schema.names()
+        if isinstance(columns, str):
+            columns = [columns]
+        cols = list(columns)
+        bad = [c for c in cols if c not in self.schema and c != ROWID]
+        if bad:
+            raise QueryError(f"unknown column(s) {bad}; the table has {self.schema.names()}")
+        return cols
+
+    def _empty(self, cols: list[str]) -> pa.Table:
+        fields = [self.schema.arrow.field(c) if c != ROWID else pa.field(ROWID, pa.int64())
+                  for c in cols]
+        return pa.schema(fields).empty_table()
+
+    def row_mask_fn(self, expr):
+        """Per-part filter mask function for the access paths (None when no filter)."""
+        if expr is None:
+            return None
+        ctx = self._indexes
+        return lambda part: expr.evaluate(part.table, context=ctx)
+
+    def vector_column(self, column: str | None) -> tuple[str, Vector]:
+        """Resolve the vector column a search targets (inferred when there is only one)."""
+        vcols = self.schema.vector_columns()
+        if column is None:
+            if len(vcols) == 1:
+                column = vcols[0]
+            elif not vcols:
+                raise QueryError(f"table {self.name!r} has no vector column")
+            else:
+                raise QueryError(f"table {self.name!r} has several vector columns {vcols}; "
+                                 f"pass column=")
+        if column not in self.schema:
+            raise NotFoundError(f"unknown column {column!r}; the table has {self.schema.names()}")
+        ctype = self.schema[column]
+        if not isinstance(ctype, Vector):
+            raise QueryError(f"column {column!r} is {ctype!r}, not a Vector column")
+        return column, ctype

@@ -1,0 +1,166 @@
+"""The `flat` access path: exact top-k and range search over a table state's parts.
+
+Each part's vector column is viewed zero-copy as an (n, dim) float32 matrix; squared norms
+(l2) or norms (cosine) are computed once per immutable part and cached on it. A row mask per
+part (live rows AND the filter) restricts the scan; sparse masks gather the matching rows
+first so a 1% filter costs ~1% of the arithmetic.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from unidb.kernels import exact as K
+from unidb.storage.parts import Part, TableState
+
+RowMaskFn = Callable[[Part], np.ndarray]
+# Below this fraction of selected rows, gather them before the GEMM instead of masking after.
+GATHER_BELOW = 0.5
+# Queries per GEMM block: bounds the (queries x rows) float32 scratch to ~64 MiB per part.
+SCRATCH_FLOATS = 16 << 20
+
+
+def part_vectors(part: Part, column: str, metric: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(matrix, aux, valid) for a part: aux = squared norms (l2/ip) or norms (cosine)."""
+    key = ("vec", column)
+    hit = part.cache.get(key)
+    if hit is not None:
+        return hit
+    arr = part.table.column(column)
+    arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    dim = arr.type.list_size
+    values = arr.values
+    if arr.offset:
+        values = values.slice(arr.offset * dim, len(arr) * dim)
+    matrix = values.to_numpy(zero_copy_only=False).reshape(-1, dim)[:len(arr)]
+    valid = None
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    sq = K.sq_norms(matrix)
+    aux = np.sqrt(sq) if metric == K.METRIC_COSINE else sq
+    if valid is not None:
+        aux = aux.copy()
+        aux[~valid] = 1.0                    # any finite value: these rows are masked out
+    hit = (matrix, aux, valid)
+    part.cache[key] = hit
+    return hit
+
+
+def _selection(state: TableState, part: Part, column: str, metric: str,
+               row_mask: RowMaskFn | None) -> np.ndarray | None:
+    """Bool mask of rows to consider, or None meaning all rows."""
+    mask = state.live_mask(part)
+    _, _, valid = part_vectors(part, column, metric)
+    if row_mask is not None:
+        mask = mask & row_mask(part)
+    if valid is not None:
+        mask = mask & valid
+    return None if mask.all() else mask
+
+
+def exact_topk(state: TableState, column: str, metric: str, queries: np.ndarray, k: int,
+               row_mask: RowMaskFn | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-k per query: a list of (row_ids int64, distances float64), closest first."""
+    nq = len(queries)
+    cand_ids: list[list[np.ndarray]] = [[] for _ in range(nq)]
+    cand_dist: list[list[np.ndarray]] = [[] for _ in range(nq)]
+    for part in state.parts:
+        if not part.num_rows:
+            continue
+        matrix, aux, _ = part_vectors(part, column, metric)
+        sel = _selection(state, part, column, metric, row_mask)
+        rows = np.arange(part.num_rows)
+        if sel is not None:
+            rows = np.flatnonzero(sel)
+            if not len(rows):
+                continue
+        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
+        x = matrix[rows] if gather else matrix
+        a = aux[rows] if gather else aux
+        step = max(1, SCRATCH_FLOATS // max(len(x), 1))
+        for q0 in range(0, nq, step):
+            qb = queries[q0:q0 + step]
+            vals, tol = K.approx_scores(x, a, qb, metric)
+            if sel is not None and not gather:
+                vals[:, ~sel] = np.inf
+            for j in range(len(qb)):
+                c = K.candidates_topk(vals[j], float(tol[j]), k)
+                if not len(c):
+                    continue
+                local = rows[c] if gather else c
+                d = K.exact_distances(matrix[local], qb[j], metric)
+                cand_ids[q0 + j].append(part.row_ids[local])
+                cand_dist[q0 + j].append(d)
+    out = []
+    for j in range(nq):
+        if not cand_ids[j]:
+            out.append((np.zeros(0, np.int64), np.zeros(0, np.float64)))
+            continue
+        ids = np.concatenate(cand_ids[j])
+        dist = np.concatenate(cand_dist[j])
+        order = K.order_by_distance(dist, ids)[:k]
+        out.append((ids[order], dist[order]))
+    return out
+
+
+def exact_range(state: TableState, column: str, metric: str, query: np.ndarray,
+                min_distance: float | None, max_distance: float | None,
+                row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row with min_distance <= distance <= max_distance, closest first."""
+    q = query.reshape(1, -1)
+    hi = np.inf if max_distance is None else K.to_approx_bound(max_distance, metric)
+    ids_out, dist_out = [], []
+    for part in state.parts:
+        if not part.num_rows:
+            continue
+        matrix, aux, _ = part_vectors(part, column, metric)
+        sel = _selection(state, part, column, metric, row_mask)
+        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
+        if not len(rows):
+            continue
+        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
+        x = matrix[rows] if gather else matrix
+        a = aux[rows] if gather else aux
+        vals, tol = K.approx_scores(x, a, q, metric)
+        v = vals[0]
+        if sel is not None and not gather:
+            v[~sel] = np.inf
+        c = K.candidates_range(v, float(tol[0]), hi) if np.isfinite(hi) else \
+            np.flatnonzero(np.isfinite(v))
+        local = rows[c] if gather else c
+        d = K.exact_distances(matrix[local], query, metric)
+        keep = np.ones(len(d), dtype=bool)
+        if max_distance is not None:
+            keep &= d <= max_distance
+        if min_distance is not None:
+            keep &= d >= min_distance
+        ids_out.append(part.row_ids[local[keep]])
+        dist_out.append(d[keep])
+    if not ids_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    ids = np.concatenate(ids_out)
+    dist = np.concatenate(dist_out)
+    order = K.order_by_distance(dist, ids)
+    return ids[order], dist[order]
+
+
+def live_vectors(state: TableState, column: str, metric: str,
+                 row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row_ids, matrix) of all selected rows with a vector (copies; for index builds)."""
+    ids, mats = [], []
+    for part in state.parts:
+        if not part.num_rows:
+            continue
+        matrix, _, _ = part_vectors(part, column, metric)
+        sel = _selection(state, part, column, metric, row_mask)
+        if sel is None:
+            ids.append(part.row_ids)
+            mats.append(matrix)
+        else:
+            ids.append(part.row_ids[sel])
+            mats.append(matrix[sel])
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate(ids), np.concatenate(mats)

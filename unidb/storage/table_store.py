@@ -1,0 +1,504 @@
+"""One table on disk: WAL + in-memory rows + segments + tombstones + manifest, and recovery.
+
+Write path: `commit()` assigns row ids, appends one WAL record (fsynced in `sync` mode), then
+applies it to the in-memory table and tombstones and publishes a new `TableState`. When the
+in-memory rows pass `MEMTABLE_FLUSH_BYTES` they are flushed to an immutable segment and a
+checkpoint manifest names the new set of files (docs/storage.md has the whole life cycle).
+Recovery = manifest + replay of the WAL records past the checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap, FrozenBitMap
+
+from unidb.errors import CorruptionError, LimitError, ReadOnlyError, UnidbError
+from unidb.storage import files
+from unidb.storage.manifest import Manifest, manifest_path, read_manifest, write_manifest
+from unidb.storage.parts import ROWID, Part, TableState
+from unidb.storage.records import Commit, decode_commit, encode_commit
+from unidb.storage.segment import read_segment, write_segment
+from unidb.storage.wal import WalWriter, read_wal
+
+log = logging.getLogger("unidb.storage")
+
+# In-memory rows are flushed to a segment past this size: big enough that a 1M x 128 table is
+# ~8 segments (few per-segment steps per search), small enough that replay after a crash and
+# the flush pause stay well under a second.
+MEMTABLE_FLUSH_BYTES = 64 << 20
+# Small batches are coalesced into chunks of this many rows so a stream of one-row writes does
+# not turn into thousands of parts that every search must visit.
+MEMTABLE_CHUNK_ROWS = 8192
+# Compaction rewrites a segment once this fraction of its rows is deleted ...
+COMPACT_DEAD_RATIO = 0.2
+# ... and merges runs of adjacent segments smaller than this into one.
+COMPACT_SMALL_BYTES = MEMTABLE_FLUSH_BYTES // 4
+COMPACT_TARGET_BYTES = MEMTABLE_FLUSH_BYTES * 4
+# `async` durability fsyncs the log on this timer (a crash may lose this much).
+ASYNC_FSYNC_SECONDS = 1.0
+# Row ids live in 32-bit roaring bitmaps (tombstones, filters).
+MAX_ROWID = 2**32 - 2
+# A read-only process retries its load when the writer swaps files under it.
+READ_RETRIES = 20
+
+DURABILITY_MODES = ("sync", "async")
+
+
+class TableStore:
+    """Durable storage of one table. Thread-safe: one writer at a time, readers lock-free."""
+
+    def __init__(self, folder: Path, read_only: bool, durability: str):
+        if durability not in DURABILITY_MODES:
+            raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+        self.folder = Path(folder)
+        self.read_only = read_only
+        self.durability = durability
+        self._lock = threading.RLock()           # serialises writers, flush, compaction swap
+        self._compact_lock = threading.Lock()    # one compaction at a time
+        self._wal: WalWriter | None = None
+        self._closed = False
+        self._manifest: Manifest | None = None
+        self._segment_parts: list[Part] = []
+        self._mem_parts: list[Part] = []
+        self._mem_bytes = 0
+        self._tomb = BitMap()
+        self._tomb_version = 0
+        self._next_rowid = 0
+        self._lsn = 0
+        self._live_rows = 0
+        self._state: TableState | None = None
+        self._wal_seen: tuple[str, int] = ("", 0)
+        self._manifest_stat: tuple | None = None
+        self.listeners: list[Callable[[TableState, Commit], None]] = []
+        self.checkpoint_listeners: list[Callable[[TableState], None]] = []
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.background_error: BaseException | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, schema_json: dict, durability: str = "sync") -> "TableStore":
+        """Create the files of a new, empty table in `folder` (which must be new and empty)."""
+        store = cls(folder, read_only=False, durability=durability)
+        files.ensure_dir(folder)
+        m = Manifest(schema=schema_json)
+        m.wal = m.new_name("wal", ".log")
+        WalWriter(store.folder / m.wal, first_lsn=1, create=True).close()
+        write_manifest(store.folder, m)
+        store._load(repair=True)
+        store._start_worker()
+        return store
+
+    @classmethod
+    def open(cls, folder: Path, read_only: bool = False, durability: str = "sync") -> "TableStore":
+        store = cls(folder, read_only=read_only, durability=durability)
+        if read_only:
+            store._load_retrying()
+        else:
+            store._load(repair=True)
+            store._start_worker()
+        return store
+
+    def close(self) -> None:
+        """Checkpoint in-memory rows (writer), stop background work, release files."""
+        if self._closed:
+            return
+        self._stop_worker()
+        with self._lock:
+            if not self.read_only:
+                try:
+                    if self._mem_parts:
+                        self._flush_locked()
+                finally:
+                    if self._wal is not None:
+                        self._wal.close()
+            self._closed = True
+
+    def abandon(self) -> None:
+        """Stop without checkpointing (what a crash looks like; used by tests)."""
+        self._stop_worker()
+        if self._wal is not None:
+            self._wal.close()
+        self._closed = True
+
+    @property
+    def schema_json(self) -> dict:
+        assert self._manifest is not None
+        return self._manifest.schema
+
+    @property
+    def manifest(self) -> Manifest:
+        assert self._manifest is not None
+        return self._manifest
+
+    @property
+    def state(self) -> TableState:
+        """The latest committed state (refreshed from disk first in read-only mode)."""
+        if self.read_only and not self._closed:
+            self.refresh()
+        assert self._state is not None
+        return self._state
+
+    # -- loading and recovery --------------------------------------------------------------
+    def _load(self, repair: bool) -> None:
+        m = read_manifest(self.folder)
+        if repair:
+            self._remove_orphans(m)
+        segment_parts = [Part(read_segment(self.folder / s), segment=s) for s in m.segments]
+        tomb = BitMap()
+        if m.tombstones:
+            with open(self.folder / m.tombstones, "rb") as f:
+                tomb = BitMap.deserialize(f.read())
+        self._manifest = m
+        self._segment_parts = segment_parts
+        self._mem_parts, self._mem_bytes = [], 0
+        self._tomb = tomb
+        self._tomb_version += 1
+        self._next_rowid = m.next_rowid
+        self._lsn = m.checkpoint_lsn
+        # A compaction may have dropped rows whose ids are still in the bitmap: count only
+        # tombstones that hit a stored row.
+        self._live_rows = sum(int(self._live_mask_now(p).sum()) for p in segment_parts)
+        self._replay_wal(repair)
+        self._manifest_stat = _stat_key(manifest_path(self.folder))
+        if not self.read_only:
+            self._wal = WalWriter(self.folder / m.wal, first_lsn=self._lsn + 1,
+                                  sync=self.durability == "sync")
+        self._publish()
+
+    def _load_retrying(self) -> None:
+        for attempt in range(READ_RETRIES):
+            try:
+                self._load(repair=False)
+                return
+            except FileNotFoundError:
+                time.sleep(0.01 * (attempt + 1))    # the writer replaced files; read again
+        self._load(repair=False)
+
+    def _replay_wal(self, repair: bool) -> None:
+        m = self._manifest
+        path = self.folder / m.wal
+        first_lsn, records = read_wal(path, repair=repair)
+        if first_lsn > m.checkpoint_lsn + 1:
+            raise CorruptionError(f"{path}: log starts at lsn {first_lsn} but the checkpoint "
+                                  f"covers only up to {m.checkpoint_lsn}; records are missing")
+        for rec in records:
+            if rec.lsn <= self._lsn:
+                continue
+            if rec.lsn != self._lsn + 1:
+                raise CorruptionError(f"{path}: record at offset {rec.offset} has lsn "
+                                      f"{rec.lsn}, expected {self._lsn + 1}")
+            commit = decode_commit(rec.payload, f"{path} offset {rec.offset}")
+            self._apply(rec.lsn, commit, notify=False)
+        end = records[-1].offset + 16 + len(records[-1].payload) if records else 0
+        self._wal_seen = (m.wal, end)
+
+    def _remove_orphans(self, m: Manifest) -> None:
+        """Delete files an interrupted flush or compaction left behind."""
+        files.remove_stale_temps(self.folder)
+        live = set(m.segments) | {m.wal} | ({m.tombstones} if m.tombstones else set())
+        removed = False
+        for p in self.folder.iterdir():
+            if p.is_file() and p.name.startswith(("seg-", "wal-", "tomb-")) and p.name not in live:
+                p.unlink()
+                removed = True
+        if removed:
+            files.fsync_dir(self.folder)
+
+    def refresh(self) -> None:
+        """Read-only handles: pick up what the writer process committed since the last look."""
+        with self._lock:
+            try:
+                key = _stat_key(manifest_path(self.folder))
+            except FileNotFoundError:
+                return
+            if key != self._manifest_stat:
+                self._load_retrying()
+                return
+            wal_name, seen = self._wal_seen
+            try:
+                size = os.stat(self.folder / wal_name).st_size
+            except FileNotFoundError:
+                self._load_retrying()
+                return
+            if size > seen:
+                before = self._lsn
+                try:
+                    self._replay_wal(repair=False)
+                except FileNotFoundError:
+                    self._load_retrying()
+                    return
+                if self._lsn != before:
+                    self._publish()
+
+    # -- writes ----------------------------------------------------------------------------
+    def commit(self, deletes: np.ndarray | None, batch: pa.RecordBatch | None,
+               prepare: Callable[[TableState], None] | None = None) -> TableState:
+        """Durably apply one write: tombstone `deletes`, insert `batch` (gets new row ids).
+
+        `prepare(state)` runs under the write lock before anything is logged; it may raise to
+        reject the write (e.g. a duplicate key check against the latest state).
+        """
+        self._check_writable()
+        with self._lock:
+            self._check_writable()
+            if prepare is not None:
+                prepare(self._state)
+            deletes = np.unique(np.asarray(deletes if deletes is not None else [], dtype=np.int64))
+            if batch is not None and batch.num_rows:
+                n = batch.num_rows
+                if self._next_rowid + n > MAX_ROWID:
+                    raise LimitError(f"table {self.folder.name} would exceed {MAX_ROWID} row ids")
+                ids = pa.array(np.arange(self._next_rowid, self._next_rowid + n, dtype=np.int64))
+                batch = batch.append_column(ROWID, ids)
+            else:
+                batch = None
+            if batch is None and not len(deletes):
+                return self._state
+            commit = Commit(deletes, batch)
+            payload = encode_commit(commit)
+            lsn = self._lsn + 1
+            self._wal.append(lsn, payload)
+            self._apply(lsn, commit, notify=True)
+            self._publish()
+            if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
+                self._flush_locked()
+            elif len(deletes):
+                self._wake.set()
+            return self._state
+
+    def _apply(self, lsn: int, commit: Commit, notify: bool) -> None:
+        if len(commit.deletes):
+            before = len(self._tomb)
+            self._tomb.update(commit.deletes.astype(np.uint32))
+            self._live_rows -= len(self._tomb) - before
+            self._tomb_version += 1
+        if commit.batch is not None:
+            self._append_mem(commit.batch)
+            ids = commit.batch.column(ROWID)
+            self._next_rowid = int(ids[len(ids) - 1].as_py()) + 1
+            self._live_rows += commit.batch.num_rows
+        self._lsn = lsn
+        if notify and self.listeners:
+            state = self._make_state()
+            for fn in self.listeners:
+                fn(state, commit)
+
+    def _append_mem(self, batch: pa.RecordBatch) -> None:
+        table = pa.Table.from_batches([batch])
+        last = self._mem_parts[-1] if self._mem_parts else None
+        if last is not None and last.num_rows + batch.num_rows <= MEMTABLE_CHUNK_ROWS:
+            merged = pa.concat_tables([last.table, table]).combine_chunks()
+            self._mem_parts[-1] = Part(merged)
+        else:
+            self._mem_parts.append(Part(table.combine_chunks()))
+        self._mem_bytes += batch.nbytes
+
+    def _make_state(self) -> TableState:
+        return TableState(parts=tuple(self._segment_parts + self._mem_parts),
+                          tombstones=FrozenBitMap(self._tomb), tomb_version=self._tomb_version,
+                          next_rowid=self._next_rowid, lsn=self._lsn, live_rows=self._live_rows)
+
+    def _publish(self) -> None:
+        self._state = self._make_state()
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise UnidbError(f"table at {self.folder} is closed")
+        if self.read_only:
+            raise ReadOnlyError(f"table {self.folder.name} was opened read-only")
+        if self.background_error is not None:
+            raise UnidbError(f"background work failed earlier: {self.background_error!r}")
+
+    # -- checkpoint (flush) ----------------------------------------------------------------
+    def flush(self) -> None:
+        """Write in-memory rows to a segment and checkpoint (a no-op when there are none)."""
+        self._check_writable()
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        m = self._manifest
+        new = Manifest(**{**m.__dict__, "segments": list(m.segments),
+                          "indexes": dict(m.indexes)})
+        new_parts = list(self._segment_parts)
+        if self._mem_parts:
+            seg = new.new_name("seg", ".arrow")
+            table = pa.concat_tables([p.table for p in self._mem_parts])
+            write_segment(self.folder / seg, table)
+            new.segments.append(seg)
+            new_parts.append(Part(read_segment(self.folder / seg), segment=seg))
+        if len(self._tomb):
+            new.tombstones = new.new_name("tomb", ".roaring")
+            self._tomb.run_optimize()
+            files.atomic_write_bytes(self.folder / new.tombstones, self._tomb.serialize())
+        else:
+            new.tombstones = None
+        new.wal = new.new_name("wal", ".log")
+        new_wal = WalWriter(self.folder / new.wal, first_lsn=self._lsn + 1,
+                            sync=self.durability == "sync", create=True)
+        new.checkpoint_lsn = self._lsn
+        new.next_rowid = self._next_rowid
+        state_before = self._make_state()
+        for fn in self.checkpoint_listeners:
+            fn(state_before)                     # indexes persist up to this state first
+        write_manifest(self.folder, new)
+        old_wal, old_tomb = m.wal, m.tombstones
+        self._wal.close()
+        self._wal = new_wal
+        self._manifest = new
+        self._segment_parts = new_parts
+        self._mem_parts, self._mem_bytes = [], 0
+        self._wal_seen = (new.wal, 0)
+        self._manifest_stat = _stat_key(manifest_path(self.folder))
+        files.remove_file(self.folder / old_wal)
+        if old_tomb and old_tomb != new.tombstones:
+            files.remove_file(self.folder / old_tomb)
+        self._publish()
+        self._wake.set()                         # maybe compaction has work now
+
+    def set_index_definitions(self, indexes: dict) -> None:
+        """Record index definitions in the manifest (durable on return)."""
+        self._check_writable()
+        with self._lock:
+            self._manifest.indexes = dict(indexes)
+            write_manifest(self.folder, self._manifest)
+            self._manifest_stat = _stat_key(manifest_path(self.folder))
+
+    # -- compaction ------------------------------------------------------------------------
+    def compaction_plan(self) -> list[list[Part]]:
+        """Groups of adjacent segments worth rewriting: mostly-dead ones, runs of small ones."""
+        state = self._state
+        groups: list[list[Part]] = []
+        run: list[Part] = []
+        run_bytes = 0
+
+        def close_run():
+            nonlocal run, run_bytes
+            if len(run) > 1 or (run and self._dead_ratio(state, run[0]) >= COMPACT_DEAD_RATIO):
+                groups.append(run)
+            run, run_bytes = [], 0
+
+        for part in self._segment_parts:
+            size = part.table.nbytes
+            dead = self._dead_ratio(state, part)
+            small = size < COMPACT_SMALL_BYTES
+            if (small or dead >= COMPACT_DEAD_RATIO) and run_bytes + size <= COMPACT_TARGET_BYTES:
+                run.append(part)
+                run_bytes += size * (1 - dead)
+            else:
+                close_run()
+                if small or dead >= COMPACT_DEAD_RATIO:
+                    run.append(part)
+                    run_bytes = size * (1 - dead)
+        close_run()
+        return groups
+
+    @staticmethod
+    def _dead_ratio(state: TableState, part: Part) -> float:
+        if not part.num_rows:
+            return 1.0
+        return 1.0 - float(state.live_mask(part).sum()) / part.num_rows
+
+    def compact(self) -> int:
+        """Rewrite segments per `compaction_plan`; returns the number of groups rewritten."""
+        self._check_writable()
+        done = 0
+        with self._compact_lock:
+            for group in self.compaction_plan():
+                self._compact_group(group)
+                done += 1
+        return done
+
+    def _compact_group(self, group: list[Part]) -> None:
+        state = self._state
+        pieces = []
+        for part in group:
+            mask = state.live_mask(part)
+            pieces.append(part.table.filter(pa.array(mask)) if not mask.all() else part.table)
+        table = pa.concat_tables(pieces)
+        with self._lock:
+            seg = self._manifest.new_name("seg", ".arrow") if table.num_rows else None
+        # The long part (reading and writing rows) runs without the write lock: segments are
+        # immutable and tombstones added meanwhile still apply to the same row ids.
+        new_part = None
+        if seg is not None:
+            write_segment(self.folder / seg, table)
+            new_part = Part(read_segment(self.folder / seg), segment=seg)
+        with self._lock:
+            names = [p.segment for p in group]
+            m = self._manifest
+            if any(n not in m.segments for n in names):  # pragma: no cover - single compactor
+                if seg:
+                    files.remove_file(self.folder / seg)
+                return
+            i = m.segments.index(names[0])
+            m.segments[i:i + len(names)] = [seg] if seg else []
+            write_manifest(self.folder, m)
+            self._manifest_stat = _stat_key(manifest_path(self.folder))
+            j = self._segment_parts.index(group[0])
+            self._segment_parts[j:j + len(group)] = [new_part] if new_part else []
+            self._publish()
+        for n in names:
+            files.remove_file(self.folder / n, sync_dir=False)
+        files.fsync_dir(self.folder)
+
+    # -- background worker -----------------------------------------------------------------
+    def _start_worker(self) -> None:
+        self._stop = False
+        self._worker = threading.Thread(target=self._work, name=f"unidb-{self.folder.name}",
+                                        daemon=True)
+        self._worker.start()
+        self._wake.set()                         # look for compaction work left from before
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._stop = True
+            self._wake.set()
+            self._worker.join()
+            self._worker = None
+
+    def _work(self) -> None:
+        timeout = ASYNC_FSYNC_SECONDS if self.durability == "async" else None
+        while not self._stop:
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                if self._wal is not None and self.durability == "async":
+                    self._wal.flush()
+                with self._compact_lock:
+                    for group in self.compaction_plan():
+                        if self._stop:
+                            break
+                        self._compact_group(group)
+            except BaseException as e:  # pragma: no cover - surfaced on the next write
+                log.exception("background work on %s failed", self.folder)
+                self.background_error = e
+                return
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _live_mask_now(self, part: Part) -> np.ndarray:
+        mask = np.ones(part.num_rows, dtype=bool)
+        if len(self._tomb) and part.num_rows and \
+                self._tomb.range_cardinality(part.min_rowid, part.max_rowid + 1):
+            dead = np.frombuffer(self._tomb.to_array(), dtype=np.uint32).astype(np.int64)
+            found, offsets = part.locate(dead)
+            mask[offsets] = False
+        return mask
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+def _stat_key(path: Path) -> tuple:
+    st = os.stat(path)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from unidb import evaluate
 from unidb.evaluate import exact_knn, ids_from_lists, ndcg_at_k, recall_at_k, underfilled
 
 TRUE = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
@@ -135,8 +136,12 @@ def _naive_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str):
     return ids, np.take_along_axis(scores, ids, 1)
 
 
+@pytest.mark.parametrize("blocks", [None, (7, 256)], ids=["one-block", "many-blocks"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
-def test_exact_knn_matches_naive_brute_force_with_ties(metric):
+def test_exact_knn_matches_naive_brute_force_with_ties(metric, blocks, monkeypatch):
+    if blocks:   # small blocks exercise the shortlist merge across base and query blocks
+        monkeypatch.setattr(evaluate, "_KNN_QUERY_BLOCK", blocks[0])
+        monkeypatch.setattr(evaluate, "_KNN_BASE_BLOCK", blocks[1])
     rng = np.random.default_rng(7)
     base = rng.standard_normal((3000, 16)).astype(np.float32)
     base[2000:2010] = base[:10]          # exact duplicates: ties must go to the smaller id
@@ -157,3 +162,14 @@ def test_exact_knn_pads_when_k_exceeds_rows_and_rejects_bad_input():
         exact_knn(np.eye(3), np.eye(3), 1, "hamming")
     with pytest.raises(ValueError, match="same dimension"):
         exact_knn(np.eye(3), np.eye(4), 1)
+
+
+def test_exact_knn_ties_across_the_shortlist_boundary_go_to_smaller_ids():
+    # 600 equidistant rows: the float32 shortlist cannot prove itself, so the exact fallback
+    # decides, and the k smallest ids of the tie must win.
+    rng = np.random.default_rng(1)
+    base = np.vstack([rng.standard_normal((100, 8)) + 50, np.ones((600, 8))]).astype(np.float32)
+    base = base[::-1].copy()             # the tied rows now hold ids 0..599
+    ids, dists = exact_knn(base, np.zeros((2, 8), np.float32), 5)
+    np.testing.assert_array_equal(ids, [[0, 1, 2, 3, 4]] * 2)
+    np.testing.assert_allclose(dists, np.sqrt(8.0))

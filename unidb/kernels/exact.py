@@ -68,7 +68,7 @@ def candidates_topk(vals: np.ndarray, tol: float, k: int) -> np.ndarray:
     """Indices of every row that may belong to the top k of `vals` (1-D), near ties included."""
     n = len(vals)
     if n <= k:
-        return np.arange(n)
+        return np.flatnonzero(np.isfinite(vals))    # masked-out rows are +inf
     kth = np.partition(vals, k - 1)[k - 1]
     if not np.isfinite(kth):
         return np.flatnonzero(np.isfinite(vals))

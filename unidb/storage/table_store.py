@@ -276,9 +276,13 @@ class TableStore:
 
     def _apply(self, lsn: int, commit: Commit, notify: bool) -> None:
         if len(commit.deletes):
-            before = len(self._tomb)
+            fresh_bm = BitMap(commit.deletes.astype(np.uint32))
+            fresh_bm.difference_update(self._tomb)
+            fresh = np.frombuffer(fresh_bm.to_array(), dtype=np.uint32).astype(np.int64)
+            # Only rows still stored count: a replayed delete may name rows that a compaction
+            # has already dropped from the segments.
+            self._live_rows -= int(self._stored(fresh).sum())
             self._tomb.update(commit.deletes.astype(np.uint32))
-            self._live_rows -= len(self._tomb) - before
             self._tomb_version += 1
         if commit.batch is not None:
             self._append_mem(commit.batch)
@@ -494,6 +498,16 @@ class TableStore:
             found, offsets = part.locate(dead)
             mask[offsets] = False
         return mask
+
+    def _stored(self, row_ids: np.ndarray) -> np.ndarray:
+        """Whether each row id is present in a segment or the in-memory table."""
+        out = np.zeros(len(row_ids), dtype=bool)
+        if len(row_ids):
+            for part in self._segment_parts + self._mem_parts:
+                if part.num_rows and row_ids.max() >= part.min_rowid \
+                        and row_ids.min() <= part.max_rowid:
+                    out |= part.locate(row_ids)[0]
+        return out
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())

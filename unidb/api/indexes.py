@@ -1,30 +1,308 @@
 """The indexes of one table: definitions, builds, maintenance on every write, persistence.
 
 Indexes are derived data. Each is fed every commit (inserted rows and deleted row ids) under
-the table's write lock, saved at checkpoints, and on open catches up with the rows committed
-after its snapshot, so it can never be out of step with the table.
+the table's write lock, so a search never sees an index behind the rows. Each index saves a
+snapshot tagged with the row-id watermark it covers (`covered` = the table's next row id at the
+save); on open it loads that snapshot and catches up from the table itself: rows with ids at or
+past the watermark are added, tombstoned ids below it are deleted (deletes are idempotent). Row
+ids are never reused, so the watermark plays the role of a WAL position — and because catch-up
+reads the durable rows rather than the log, an index never forces the log to be kept, and a
+snapshot may be older than the last checkpoint (indexes save when they changed enough, not at
+every checkpoint). A crash at any point leaves the last complete snapshot plus durable rows.
+
+Text columns (`unidb.Text`) and sparse-vector columns get their inverted index automatically;
+vector (`partition`) and scalar (`sorted`) indexes are created with `t.create_index`.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 
-from unidb.errors import NotFoundError, QueryError, SchemaError
+from unidb.errors import NotFoundError, QueryError, SchemaError, UnidbError
+from unidb.schema import Float64, Int64, SparseVector, Text, Vector
+from unidb.storage import files
+from unidb.storage.parts import ROWID, TableState
 
-# Kinds a column type accepts; "flat" (exact scan) needs no build and is always available.
-KINDS = {"vector": ("flat",)}
+log = logging.getLogger("unidb.indexes")
+
+# Which index kinds each column type accepts; the first is the default.
+KINDS = {"vector": ("partition", "flat"), "int64": ("sorted",), "float64": ("sorted",),
+         "text": ("text",), "sparse": ("sparse",)}
+# Kinds maintained without being asked for (OneSparse: text and sparse postings always live).
+AUTOMATIC = {"text": "text", "sparse": "sparse"}
+# An index snapshot is rewritten at a checkpoint once this many rows changed since the last
+# save (and this fraction of its size): catch-up on open is cheap, rewriting a big index is not.
+SAVE_MIN_CHANGES = 50_000
+SAVE_MIN_FRACTION = 0.2
+INDEX_DIR_PREFIX = "idx-"
+
+
+def index_folder(table_folder: Path, column: str) -> Path:
+    return Path(table_folder) / f"{INDEX_DIR_PREFIX}{column}"
+
+
+# -- per-kind adapters: how to build/feed/persist each implementation -----------------------
+class _Kind:
+    """Adapter between a column's Arrow values and one index implementation."""
+    name = ""
+
+    def values(self, column: pa.Array, row_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def build(self, ctype, options: dict, row_ids: np.ndarray, values: Any, folder: Path):
+        raise NotImplementedError
+
+    def add(self, impl, row_ids: np.ndarray, values: Any) -> None:
+        impl.add(row_ids, values)
+
+    def save(self, impl, folder: Path, covered: int) -> None:
+        impl.save(folder, covered)
+
+    def load(self, folder: Path):
+        raise NotImplementedError
+
+
+def _chunk(col) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
+class _PartitionKind(_Kind):
+    name = "partition"
+
+    def values(self, column, row_ids):
+        arr = _chunk(column)
+        dim = arr.type.list_size
+        if arr.null_count:
+            valid = arr.is_valid().to_numpy(zero_copy_only=False)
+            mat = arr.flatten().to_numpy(zero_copy_only=False)
+            full = np.zeros((len(arr), dim), np.float32)
+            full[valid] = mat.reshape(-1, dim)
+            return row_ids[valid], full[valid]
+        return row_ids, arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+    def build(self, ctype, options, row_ids, values, folder):
+        from unidb.index.partition import PartitionIndex, PartitionOptions
+        try:
+            opts = PartitionOptions(**options)
+        except TypeError as e:
+            raise SchemaError(f"bad partition index option: {e}") from None
+        if opts.storage == "disk":
+            files.ensure_dir(folder)
+        idx = PartitionIndex.build(row_ids, values.reshape(-1, ctype.dim), ctype.metric,
+                                   options=opts, folder=folder)
+        idx.start_rebalancer()
+        return idx
+
+    def add(self, impl, row_ids, values):
+        if len(row_ids):
+            impl.add(row_ids, values)
+
+    def load(self, folder):
+        from unidb.index.partition import PartitionIndex
+        idx, covered = PartitionIndex.load(folder)
+        idx.start_rebalancer()
+        return idx, covered
+
+
+class _SortedKind(_Kind):
+    name = "sorted"
+    META = "sorted.json"
+    DATA = "sorted.npz"
+
+    def values(self, column, row_ids):
+        return row_ids, _chunk(column)
+
+    def build(self, ctype, options, row_ids, values, folder):
+        from unidb.index.scalar.sorted_index import SortedIndex
+        if options:
+            raise SchemaError(f"the sorted index takes no options, got {sorted(options)}")
+        return SortedIndex.build(row_ids, values)
+
+    def save(self, impl, folder, covered):
+        files.ensure_dir(folder)
+        impl.save(folder / self.DATA)
+        files.atomic_write_json(folder / self.META, {"covered": int(covered)})
+
+    def load(self, folder):
+        from unidb.index.scalar.sorted_index import SortedIndex
+        meta = files.read_json(folder / self.META)
+        return SortedIndex.load(folder / self.DATA), int(meta["covered"])
+
+
+class _TextKind(_Kind):
+    name = "text"
+
+    def values(self, column, row_ids):
+        return row_ids, _chunk(column).to_pylist()
+
+    def build(self, ctype, options, row_ids, values, folder):
+        from unidb.index.sparse import Analyzer, TextIndex
+        opts = dict(options)
+        analyzer = Analyzer.from_json(opts.pop("analyzer")) if "analyzer" in opts else \
+            Analyzer.named(ctype.analyzer) if hasattr(Analyzer, "named") else Analyzer()
+        try:
+            idx = TextIndex(analyzer=analyzer, **opts)
+        except TypeError as e:
+            raise SchemaError(f"bad text index option: {e}") from None
+        idx.add(row_ids, values)
+        return idx
+
+    def load(self, folder):
+        from unidb.index.sparse import TextIndex
+        return TextIndex.load(folder)
+
+
+class _SparseKind(_Kind):
+    name = "sparse"
+
+    def values(self, column, row_ids):
+        out = []
+        for v in _chunk(column).to_pylist():
+            out.append(None if v is None else (np.asarray(v["indices"], np.int32),
+                                               np.asarray(v["values"], np.float32)))
+        return row_ids, out
+
+    def build(self, ctype, options, row_ids, values, folder):
+        from unidb.index.sparse import SparseIndex
+        idx = SparseIndex(**options)
+        idx.add(row_ids, values)
+        return idx
+
+    def load(self, folder):
+        from unidb.index.sparse import SparseIndex
+        return SparseIndex.load(folder)
+
+
+ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(),
+                                                   _TextKind(), _SparseKind())}
+
+
+@dataclasses.dataclass
+class IndexHandle:
+    """One live index of a column."""
+    column: str
+    kind: str
+    options: dict
+    impl: Any
+    covered: int                       # next row id the last saved snapshot covers
+    changes: int = 0                   # rows added/deleted since that save
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+
+    @property
+    def adapter(self) -> _Kind:
+        return ADAPTERS[self.kind]
 
 
 class IndexSet:
+    """All indexes of one table, kept in step with its commits."""
+
     def __init__(self, table):
         self._table = table
-        self._indexes: dict[str, Any] = {}
+        self._store = table._store
+        self._handles: dict[str, IndexHandle] = {}
+        self._lock = threading.RLock()
+        self._open_existing()
+        if not self._store.read_only:
+            self._store.listeners.append(self._on_commit)
+            self._store.checkpoint_listeners.append(self._on_checkpoint)
 
+    # -- definitions -----------------------------------------------------------------------
     def definitions(self) -> dict:
-        return dict(self._table._store.manifest.indexes)
+        """column -> {"kind", "options"} for every index, automatic ones included."""
+        return {c: {"kind": h.kind, "options": dict(h.options)} for c, h in self._handles.items()}
 
-    def create(self, column: str, kind: str | None, **options: Any) -> None:
+    def _wanted(self) -> dict[str, dict]:
+        want = {}
+        for name, ctype in self._table.schema.columns.items():
+            if ctype.kind in AUTOMATIC:
+                want[name] = {"kind": AUTOMATIC[ctype.kind], "options": {}}
+        want.update(self._store.manifest.indexes)
+        return want
+
+    # -- open / build ----------------------------------------------------------------------
+    def _open_existing(self) -> None:
+        state = self._store.state
+        for column, d in self._wanted().items():
+            if d["kind"] == "flat":
+                continue
+            folder = index_folder(self._store.folder, column)
+            adapter = ADAPTERS[d["kind"]]
+            handle = None
+            if (folder / "MANIFEST.json").exists() or (folder / _SortedKind.META).exists():
+                try:
+                    impl, covered = adapter.load(folder)
+                    handle = IndexHandle(column, d["kind"], d["options"], impl, covered)
+                    self._catch_up(handle, state)
+                except Exception as e:  # a damaged snapshot is rebuilt from the rows
+                    if self._store.read_only:
+                        raise
+                    log.warning("index on %s unreadable (%r); rebuilding", column, e)
+                    handle = None
+            if handle is None:
+                handle = self._build(column, d["kind"], d["options"], state)
+            self._handles[column] = handle
+
+    def _build(self, column: str, kind: str, options: dict, state: TableState) -> IndexHandle:
+        adapter = ADAPTERS[kind]
+        ids, vals = self._column_values(state, column, adapter)
+        impl = adapter.build(self._table.schema[column], options, ids, vals,
+                             index_folder(self._store.folder, column))
+        return IndexHandle(column, kind, options, impl, covered=-1,
+                           changes=max(len(ids), 1))
+
+    def _column_values(self, state: TableState, column: str, adapter: _Kind,
+                       min_rowid: int = 0):
+        id_parts, val_parts = [], []
+        for part in state.parts:
+            if not part.num_rows or part.max_rowid < min_rowid:
+                continue
+            mask = state.live_mask(part)
+            if min_rowid:
+                mask = mask & (part.row_ids >= min_rowid)
+            if not mask.any():
+                continue
+            col = _chunk(part.table.column(column))
+            ids = part.row_ids
+            if not mask.all():
+                col = col.filter(pa.array(mask))
+                ids = ids[mask]
+            i, v = adapter.values(col, ids)
+            id_parts.append(i)
+            val_parts.append(v)
+        ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64)
+        if not val_parts:
+            return ids, (np.zeros((0, self._table.schema[column].dim), np.float32)
+                         if adapter.name == "partition" else [])
+        if isinstance(val_parts[0], np.ndarray):
+            return ids, np.concatenate(val_parts)
+        if isinstance(val_parts[0], pa.Array):
+            return ids, pa.concat_arrays(val_parts)
+        return ids, [x for vp in val_parts for x in vp]
+
+    def _catch_up(self, h: IndexHandle, state: TableState) -> None:
+        """Bring a snapshot covering row ids < h.covered up to `state`."""
+        if len(state.tombstones):
+            dead = np.frombuffer(state.tombstones.to_array(), dtype=np.uint32).astype(np.int64)
+            dead = dead[dead < h.covered]
+            if len(dead):
+                h.impl.delete(dead)
+        if state.next_rowid > h.covered:
+            ids, vals = self._column_values(state, h.column, h.adapter, min_rowid=h.covered)
+            if len(ids):
+                h.adapter.add(h.impl, ids, vals)
+                h.changes += len(ids)
+
+    def create(self, column: str, kind: str | None = None, **options: Any) -> None:
         schema = self._table.schema
         if column not in schema:
             raise NotFoundError(f"unknown column {column!r}; the table has {schema.names()}")
@@ -34,19 +312,119 @@ class IndexSet:
         if kind not in allowed:
             raise SchemaError(f"index kind {kind!r} is not available for column {column!r} "
                               f"({ctype!r}); available: {list(allowed)}")
+        if self._store.read_only:
+            from unidb.errors import ReadOnlyError
+            raise ReadOnlyError("cannot create an index through a read-only handle")
+        if kind == "flat":
+            return                                    # exact scans need no structure
+        with self._lock:
+            if column in self._handles:
+                raise SchemaError(f"column {column!r} already has a {self._handles[column].kind} "
+                                  f"index; drop_index() it first")
+        # Build from a snapshot without blocking writers, then catch up under the write lock.
+        snap = self._store.state
+        handle = self._build(column, kind, dict(options), snap)
+        with self._store._lock:
+            now = self._store.state
+            handle.covered = snap.next_rowid
+            self._catch_up(handle, now)
+            handle.covered = -1
+            defs = dict(self._store.manifest.indexes)
+            defs[column] = {"kind": kind, "options": dict(options)}
+            self._save(handle, now)
+            self._store.set_index_definitions(defs)
+            with self._lock:
+                self._handles[column] = handle
 
     def drop(self, column: str) -> None:
-        if column not in self._indexes:
-            raise NotFoundError(f"no index on column {column!r}")
+        with self._store._lock:
+            h = self._handles.get(column)
+            if h is None or column not in self._store.manifest.indexes:
+                raise NotFoundError(f"no droppable index on column {column!r}"
+                                    + (" (text/sparse indexes are automatic)" if h else ""))
+            defs = dict(self._store.manifest.indexes)
+            defs.pop(column)
+            self._store.set_index_definitions(defs)
+            with self._lock:
+                self._handles.pop(column)
+            if hasattr(h.impl, "close"):
+                h.impl.close()
+            shutil.rmtree(index_folder(self._store.folder, column), ignore_errors=True)
 
-    def stats(self, column: str) -> dict:
-        if column not in self._indexes:
-            raise NotFoundError(f"no index on column {column!r}")
-        return self._indexes[column].stats()
+    # -- maintenance -----------------------------------------------------------------------
+    def _on_commit(self, state: TableState, commit) -> None:
+        for h in list(self._handles.values()):
+            with h.lock:
+                if len(commit.deletes):
+                    h.impl.delete(commit.deletes)
+                    h.changes += len(commit.deletes)
+                if commit.batch is not None:
+                    ids = commit.batch.column(ROWID).to_numpy()
+                    i, v = h.adapter.values(commit.batch.column(h.column), ids)
+                    if len(i):
+                        h.adapter.add(h.impl, i, v)
+                    h.changes += len(ids)
+
+    def _on_checkpoint(self, state: TableState) -> None:
+        for h in list(self._handles.values()):
+            size = max(len(h.impl), 1) if hasattr(h.impl, "__len__") else 1
+            if h.changes >= max(SAVE_MIN_CHANGES, SAVE_MIN_FRACTION * size) or h.covered < 0:
+                self._save(h, state)
+
+    def _save(self, h: IndexHandle, state: TableState) -> None:
+        # Under the table's write lock no commit is half-fed into the index, so the snapshot
+        # holds exactly the rows below `state.next_rowid` (minus deletes) — the watermark.
+        folder = files.ensure_dir(index_folder(self._store.folder, h.column))
+        with self._store._lock, h.lock:
+            state = self._store._state if self._store._state is not None else state
+            h.adapter.save(h.impl, folder, state.next_rowid)
+            h.covered = state.next_rowid
+            h.changes = 0
 
     def close(self, checkpoint: bool) -> None:
-        self._indexes.clear()
+        with self._lock:
+            for h in self._handles.values():
+                try:
+                    if checkpoint and not self._store.read_only and (h.changes or h.covered < 0):
+                        self._save(h, self._store.state)
+                finally:
+                    if hasattr(h.impl, "close"):
+                        h.impl.close()
+                    elif hasattr(h.impl, "stop_rebalancer"):
+                        h.impl.stop_rebalancer()
+            self._handles.clear()
+
+    # -- lookups for the query layer -------------------------------------------------------
+    def get(self, column: str, kind: str | None = None):
+        h = self._handles.get(column)
+        if h is None or (kind is not None and h.kind != kind):
+            return None
+        return h
+
+    def vector_index(self, column: str):
+        h = self.get(column, "partition")
+        return None if h is None else h.impl
+
+    def scalar_index(self, column: str):
+        h = self.get(column, "sorted")
+        return None if h is None else h.impl
+
+    def stats(self, column: str) -> dict:
+        h = self._handles.get(column)
+        if h is None:
+            raise NotFoundError(f"no index on column {column!r}; indexes: "
+                                f"{sorted(self._handles)}")
+        with h.lock:
+            s = dict(h.impl.stats()) if hasattr(h.impl, "stats") else {"rows": len(h.impl)}
+        s.update({"kind": h.kind, "column": column, "covered_rowid": h.covered,
+                  "unsaved_changes": h.changes})
+        return s
 
     # MATCH(column, 'query') in filters asks this (the filter evaluator's context).
     def match_mask(self, column: str, query: str, row_ids: np.ndarray) -> np.ndarray:
-        raise QueryError(f"MATCH({column}, ...) needs a full-text index on {column!r}")
+        h = self.get(column, "text")
+        if h is None:
+            raise QueryError(f"MATCH({column}, ...) needs a full-text index on {column!r} "
+                             f"(declare the column as unidb.Text())")
+        with h.lock:
+            return h.impl.match_mask(query, row_ids)

@@ -246,11 +246,15 @@ class Table:
                 "disk_bytes": self._store.disk_bytes()}
 
     def _close(self, checkpoint: bool) -> None:
-        self._indexes.close(checkpoint)
-        if checkpoint:
-            self._store.close()
-        else:
-            self._store.abandon()
+        try:
+            if checkpoint and not self._store.read_only:
+                self._store.flush()                  # rows first, then index snapshots
+            self._indexes.close(checkpoint)
+        finally:
+            if checkpoint:
+                self._store.close()
+            else:
+                self._store.abandon()
 
     # -- helpers ---------------------------------------------------------------------------
     def _filter(self, where: Any):

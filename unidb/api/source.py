@@ -1,0 +1,121 @@
+"""`TableSource`: one table snapshot seen through the executor's DataSource protocol.
+
+The query layer (unidb/query/planner.py) plans against row masks over the row-id space,
+random access to vectors by row id, and the table's indexes. This adapter answers those
+questions from an immutable `TableState` (so one query sees one consistent moment) plus the
+table's `IndexSet`.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from unidb.errors import QueryError
+from unidb.index.flat.exact import part_vectors
+from unidb.schema import Vector
+from unidb.storage.parts import TableState
+
+# Whole-column copies made for flat scans are kept for the latest state only.
+_flat_cache: dict = {}
+_flat_lock = threading.Lock()
+
+
+class TableSource:
+    def __init__(self, table, state: TableState):
+        self.table = table
+        self.state = state
+        self._live: np.ndarray | None = None
+
+    # -- row masks -------------------------------------------------------------------------
+    def live_rowmask(self) -> np.ndarray:
+        """bool over row ids 0..next_rowid-1: True where the row exists and is not deleted."""
+        if self._live is None:
+            mask = np.zeros(self.state.next_rowid, dtype=bool)
+            for part in self.state.parts:
+                if part.num_rows:
+                    live = self.state.live_mask(part)
+                    mask[part.row_ids[live]] = True
+            self._live = mask
+        return self._live
+
+    def filter_rowmask(self, expr) -> np.ndarray:
+        """Live rows that satisfy `expr` (None: all live rows)."""
+        if expr is None:
+            return self.live_rowmask().copy()
+        mask = np.zeros(self.state.next_rowid, dtype=bool)
+        ctx = self.table._indexes
+        for part in self.state.parts:
+            if part.num_rows:
+                m = self.state.live_mask(part) & expr.evaluate(part.table, context=ctx)
+                mask[part.row_ids[m]] = True
+        return mask
+
+    def live_count(self) -> int:
+        return self.state.live_rows
+
+    # -- vectors ---------------------------------------------------------------------------
+    def vector_column(self, name: str) -> tuple[int, str]:
+        ctype = self.table.schema.columns.get(name)
+        if not isinstance(ctype, Vector):
+            raise QueryError(f"column {name!r} is not a Vector column")
+        return int(ctype.dim), ctype.metric
+
+    def vectors(self, name: str, row_ids: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 rows by row id, in the order given."""
+        dim, metric = self.vector_column(name)
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        out = np.empty((len(row_ids), dim), dtype=np.float32)
+        filled = np.zeros(len(row_ids), dtype=bool)
+        if not len(row_ids):
+            return out
+        lo, hi = row_ids.min(), row_ids.max()
+        for part in self.state.parts:
+            if not part.num_rows or part.max_rowid < lo or part.min_rowid > hi:
+                continue
+            found, offsets = part.locate(row_ids)
+            if found.any():
+                matrix, _, _ = part_vectors(part, name, metric)
+                out[found] = matrix[offsets]
+                filled |= found
+        if not filled.all():
+            missing = row_ids[~filled][:5].tolist()
+            raise QueryError(f"row ids {missing} are not in this snapshot")
+        return out
+
+    def flat_rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids, matrix) of every live row with a vector, in row-id order."""
+        _, metric = self.vector_column(name)
+        parts = [p for p in self.state.parts if p.num_rows]
+        key = (id(self.table), name, tuple(id(p) for p in parts), self.state.tomb_version)
+        with _flat_lock:
+            hit = _flat_cache.get(key)
+        if hit is not None:
+            return hit
+        ids, mats = [], []
+        for part in parts:
+            matrix, _, valid = part_vectors(part, name, metric)
+            live = self.state.live_mask(part)
+            if valid is not None:
+                live = live & valid
+            if live.all():
+                ids.append(part.row_ids)
+                mats.append(matrix)
+            else:
+                ids.append(part.row_ids[live])
+                mats.append(matrix[live])
+        if not ids:
+            dim, _ = self.vector_column(name)
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        out = (ids[0], mats[0]) if len(ids) == 1 else (np.concatenate(ids), np.concatenate(mats))
+        with _flat_lock:
+            _flat_cache.clear()
+            _flat_cache[key] = out
+        return out
+
+    # -- indexes ---------------------------------------------------------------------------
+    def vector_index(self, name: str):
+        return self.table._indexes.vector_index(name)
+
+    def scalar_index(self, name: str):
+        return self.table._indexes.scalar_index(name)

@@ -93,8 +93,8 @@ class _PartitionKind(_Kind):
     def build(self, ctype, options, row_ids, values, folder):
         from unidb.index.partition import PartitionIndex, PartitionOptions
         try:
-            opts = PartitionOptions(**options)
-        except TypeError as e:
+            opts = PartitionOptions(**options).validate()
+        except (TypeError, ValueError) as e:
             raise SchemaError(f"bad partition index option: {e}") from None
         if opts.storage == "disk":
             files.ensure_dir(folder)

@@ -23,8 +23,11 @@ MAX_LIMIT = 100_000
 class SearchBuilder:
     def __init__(self, table, vector: Any = None, column: str | None = None,
                  text: str | None = None, sparse: Any = None, vectors: dict | None = None,
-                 weights: dict | None = None):
+                 weights: dict | None = None, text_column: str | None = None,
+                 sparse_column: str | None = None):
         self._table = table
+        self._text_column = text_column
+        self._sparse_column = sparse_column
         self._column = column
         self._vector = vector
         self._text = text

@@ -209,11 +209,16 @@ class Table:
         return self.to_arrow(columns, where).to_pandas()
 
     def search(self, vector: Any = None, *, column: str | None = None, text: str | None = None,
-               sparse: Any = None, vectors: dict | None = None, weights: dict | None = None):
-        """Start a search: vector (kNN), text (BM25), sparse, hybrid or multi-vector."""
+               sparse: Any = None, vectors: dict | None = None, weights: dict | None = None,
+               text_column: str | None = None, sparse_column: str | None = None):
+        """Start a search: vector (kNN), text (BM25), sparse, hybrid or multi-vector.
+
+        Columns are inferred when the table has one of the kind; else pass column= (vector),
+        text_column= or sparse_column=."""
         from unidb.api.search import SearchBuilder
         return SearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
-                             vectors=vectors, weights=weights)
+                             vectors=vectors, weights=weights, text_column=text_column,
+                             sparse_column=sparse_column)
 
     # -- indexes and maintenance -----------------------------------------------------------
     def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from unidb.errors import QueryError, ValidationError
-from unidb.index.flat.exact import exact_range
+from unidb.index.flat.exact import all_distances
 from unidb.query.explain import Explain
 from unidb.schema import SparseVector, Text, parse_sparse
 
@@ -58,10 +58,7 @@ def _dense_source(b, state, t, mask_expr):
     q, single = b._query_matrix(column, ctype, b._vector)
     if not single:
         raise ValidationError("hybrid search takes one query vector")
-    ids, dist = exact_range(state, column, ctype.metric, q[0], None, None,
-                            t.row_mask_fn(mask_expr))
-    order = np.argsort(ids, kind="stable")
-    ids, dist = ids[order], dist[order]
+    ids, dist = all_distances(state, column, ctype.metric, q[0], t.row_mask_fn(mask_expr))
     scores = 1.0 - dist if ctype.metric == "cosine" else -dist   # ip: dist = -dot
     return column, ScoresSource(ids, scores)
 
@@ -76,10 +73,16 @@ def run(b, state) -> list[Result]:
     if b._text is not None:
         if not isinstance(b._text, str) or not b._text.strip():
             raise QueryError("text= must be a non-empty string")
-        text_col = _column_of(t, b._text_column, Text, "text")
+        wanted = b._text_column
+        if wanted is None and b._vector is None and b._column is not None:
+            wanted = b._column                   # t.search(text=..., column="body")
+        text_col = _column_of(t, wanted, Text, "text")
         sources.append((f"text:{text_col}", ("text", text_col)))
     if b._sparse is not None:
-        sparse_col = _column_of(t, b._sparse_column, SparseVector, "sparse")
+        wanted = b._sparse_column
+        if wanted is None and b._vector is None and b._column is not None and b._text is None:
+            wanted = b._column
+        sparse_col = _column_of(t, wanted, SparseVector, "sparse")
         qi, qv = parse_sparse(b._sparse, "sparse query")
         sources.append((f"sparse:{sparse_col}", ("sparse", sparse_col, qi, qv)))
     ex = Explain(operator="hybrid" if (b._vector is not None or len(sources) > 1) else "topk",

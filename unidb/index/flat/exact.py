@@ -164,3 +164,34 @@ def live_vectors(state: TableState, column: str, metric: str,
     if not ids:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     return np.concatenate(ids), np.concatenate(mats)
+
+
+def all_distances(state: TableState, column: str, metric: str, query: np.ndarray,
+                  row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of every selected row, in row-id order, from one float32 BLAS pass.
+
+    For consumers that need a whole ranking (hybrid fusion's dense list) rather than a top-k:
+    no float64 re-scoring, so values carry float32 rounding (~1e-7 relative).
+    """
+    q = query.reshape(1, -1)
+    ids_out, dist_out = [], []
+    for part in state.parts:
+        if not part.num_rows:
+            continue
+        matrix, aux, _ = part_vectors(part, column, metric)
+        sel = _selection(state, part, column, metric, row_mask)
+        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
+        if not len(rows):
+            continue
+        x = matrix if sel is None else matrix[rows]
+        vals, _ = K.approx_scores(x, aux if sel is None else aux[rows], q, metric)
+        v = vals[0].astype(np.float64)
+        if metric == K.METRIC_L2:
+            v = np.sqrt(np.maximum(v, 0.0))
+        elif metric == K.METRIC_COSINE:
+            v = v + 1.0
+        ids_out.append(part.row_ids[rows])
+        dist_out.append(v)
+    if not ids_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    return np.concatenate(ids_out), np.concatenate(dist_out)

@@ -168,9 +168,8 @@ class Vector(ColumnType):
             if values.null_count:
                 valid = values.is_valid().to_numpy(zero_copy_only=False)
                 values = values.to_pylist()
-            elif isinstance(values, pa.FixedSizeListArray) and values.type.list_size == dim \
-                    and values.offset == 0:
-                flat = values.values
+            elif isinstance(values, pa.FixedSizeListArray) and values.type.list_size == dim:
+                flat = values.flatten()              # honours slicing, zero-copy
                 matrix = _to_float32(name, flat.to_numpy(zero_copy_only=False)).reshape(-1, dim)
                 self._check_matrix(name, matrix, None)
                 return matrix, None
@@ -206,7 +205,8 @@ class Vector(ColumnType):
                 if a.dtype.kind not in "fiub":
                     raise ValidationError(f"column {name!r} row {i}: vector values must be "
                                           f"numbers, got dtype {a.dtype}")
-                matrix[i] = a
+                with np.errstate(over="ignore", invalid="ignore"):
+                    matrix[i] = a
         if n is not None and matrix.shape[0] != n:
             raise ValidationError(f"column {name!r} has {matrix.shape[0]} values, expected {n}")
         self._check_matrix(name, matrix, valid)
@@ -370,11 +370,17 @@ class Schema:
         return [n for n, c in self.columns.items() if isinstance(c, Vector)]
 
     def to_json(self) -> dict:
-        return {"columns": {n: c.to_json() for n, c in self.columns.items()}}
+        # A list, not a dict: column order is part of the schema and JSON writers sort keys.
+        return {"columns": [{"name": n, **c.to_json()} for n, c in self.columns.items()]}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "Schema":
-        return cls({n: column_from_json(c) for n, c in d["columns"].items()})
+        cols = {}
+        for c in d["columns"]:
+            c = dict(c)
+            name = c.pop("name")
+            cols[name] = column_from_json(c)
+        return cls(cols)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Schema) and self.to_json() == other.to_json()
@@ -478,6 +484,11 @@ def _as_arrow(name: str, values: Any, typ: pa.DataType, n: int) -> pa.Array:
                     i = int(np.flatnonzero(bad)[0])
                     raise ValidationError(f"column {name!r} row {i}: {values[i]!r} is not an "
                                           f"integer")
+            if pa.types.is_integer(typ) and isinstance(values, (list, tuple)):
+                for i, v in enumerate(values):
+                    if isinstance(v, float) and not (math.isnan(v) or v.is_integer()):
+                        raise ValidationError(f"column {name!r} row {i}: {v!r} is not an "
+                                              f"integer")
             arr = pa.array(values, type=typ, from_pandas=True)
     except ValidationError:
         raise

@@ -215,3 +215,26 @@ def test_results_carry_key_and_selected_columns_and_respect_deletes(db):
     t.upsert({"key": ["k6"], "n": [-1], "v": [v[5]]})
     assert t.search(v[5]).limit(1).to_list()[0]["n"] == -1
     assert pa.types.is_float64(t.search(v[5]).to_arrow().schema.field("_distance").type)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_mnist_cosine_ip_with_filters(tmp_path, metric):
+    data_dir("mnist10k")
+    ds = load_mnist()
+    base = ds.base
+    attrs = attributes(len(base), seed=11)
+    db = unidb.connect(tmp_path / "db")
+    t = load_table(db, "mnist", base, metric, attrs)
+    queries = ds.queries[:8]
+    for f in [None] + FILTERS:
+        mask = None if f is None else reference_mask(attrs, f)
+        b = t.search(queries).limit(K).select(["id"])
+        if f is not None:
+            b = b.where(f)
+        for qi, rows in enumerate(b.to_list()):
+            want_ids, want_d = brute_force(base, queries[qi], metric, K, mask)
+            key = "_score" if metric == "ip" else "_distance"
+            got_d = [(-r[key] if metric == "ip" else r[key]) for r in rows]
+            np.testing.assert_allclose(got_d, want_d, rtol=1e-9, atol=1e-6)
+            assert [r["id"] for r in rows] == list(want_ids)
+    db.close()

@@ -53,6 +53,10 @@ def index_folder(table_folder: Path, column: str) -> Path:
 class _Kind:
     """Adapter between a column's Arrow values and one index implementation."""
     name = ""
+    SNAPSHOT = ""          # the file whose presence means a saved snapshot exists
+
+    def has_snapshot(self, folder: Path) -> bool:
+        return (folder / self.SNAPSHOT).exists()
 
     def values(self, column: pa.Array, row_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         raise NotImplementedError
@@ -78,6 +82,7 @@ def _chunk(col) -> pa.Array:
 
 class _PartitionKind(_Kind):
     name = "partition"
+    SNAPSHOT = "partition-index.json"
 
     def values(self, column, row_ids):
         arr = _chunk(column)
@@ -118,6 +123,7 @@ class _SortedKind(_Kind):
     name = "sorted"
     META = "sorted.json"
     DATA = "sorted.npz"
+    SNAPSHOT = META
 
     def values(self, column, row_ids):
         return row_ids, _chunk(column)
@@ -141,6 +147,7 @@ class _SortedKind(_Kind):
 
 class _TextKind(_Kind):
     name = "text"
+    SNAPSHOT = "index.json"
 
     def values(self, column, row_ids):
         return row_ids, _chunk(column).to_pylist()
@@ -164,6 +171,7 @@ class _TextKind(_Kind):
 
 class _SparseKind(_Kind):
     name = "sparse"
+    SNAPSHOT = "index.json"
 
     def values(self, column, row_ids):
         out = []
@@ -238,7 +246,7 @@ class IndexSet:
             folder = index_folder(self._store.folder, column)
             adapter = ADAPTERS[d["kind"]]
             handle = None
-            if (folder / "MANIFEST.json").exists() or (folder / _SortedKind.META).exists():
+            if adapter.has_snapshot(folder):
                 try:
                     impl, covered = adapter.load(folder)
                     handle = IndexHandle(column, d["kind"], d["options"], impl, covered)

@@ -7,6 +7,13 @@ from unidb.schema import Bool, Float64, Int64, Schema, SparseVector, String, Tex
 __version__ = "0.1.0"
 
 
+def similarity_join(left, right, on, **kwargs):
+    """Stream pairs of rows of two tables whose vectors are within max_distance= (or each left
+    row's k= nearest right rows). See unidb.api.join.similarity_join."""
+    from unidb.api.join import similarity_join as _join
+    return _join(left, right, on, **kwargs)
+
+
 def col(name: str):
     """A column reference for building filters: `unidb.col("price") < 200`."""
     from unidb.query.filter import col as _col
@@ -20,6 +27,6 @@ def match(column: str, query: str):
 
 
 __all__ = ["connect", "Database", "Int64", "Float64", "Bool", "String", "Text", "Vector",
-           "SparseVector", "Schema", "col", "match", "UnidbError", "SchemaError",
+           "SparseVector", "Schema", "col", "match", "similarity_join", "UnidbError", "SchemaError",
            "ValidationError", "NotFoundError", "QueryError", "LockedError", "ReadOnlyError",
            "CorruptionError", "AuthError", "LimitError"]

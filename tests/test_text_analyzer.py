@@ -38,3 +38,11 @@ def test_bad_options_say_what_to_do():
         Analyzer(stopwords="klingon")
     with pytest.raises(ValidationError, match="Snowball"):
         Analyzer(language="klingon")
+
+
+def test_named_analyzers():
+    assert Analyzer.named("english").to_dict() == Analyzer().to_dict()
+    assert Analyzer.named("standard").analyze("The Running") == ["the", "running"]
+    assert Analyzer.named("french").analyze("Les chats") == ["le", "chat"]
+    with pytest.raises(ValidationError, match="unknown analyzer"):
+        Analyzer.named("klingon")

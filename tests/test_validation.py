@@ -155,3 +155,12 @@ def test_all_input_forms_accepted(db):
     np.testing.assert_array_equal(
         np.stack(got.column("emb").to_pylist()).astype(np.float32), rows["emb"])
     assert got.column("year").to_pylist() == rows["year"]
+
+
+def test_unknown_text_analyzer_rejected_before_creating(db):
+    with pytest.raises(SchemaError, match="analyzer"):
+        db.create_table("t", {"id": unidb.Int64(primary_key=True), "body": unidb.Text(analyzer="klingon")})
+    assert db.table_names() == []
+    t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "body": unidb.Text(analyzer="french")})
+    t.add([{"id": 1, "body": "les chats mangeaient"}])
+    assert t.search(text="chat").to_list()[0]["id"] == 1

@@ -30,6 +30,19 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
     return Database(Path(uri), read_only=read_only, durability=durability)
 
 
+def _check_analyzers(schema: Schema) -> None:
+    """Reject an unknown Text analyzer before any file is written."""
+    from unidb.errors import ValidationError
+    from unidb.index.sparse import Analyzer
+    from unidb.schema import Text
+    for name, ctype in schema.columns.items():
+        if isinstance(ctype, Text):
+            try:
+                Analyzer.named(ctype.analyzer)
+            except ValidationError as e:
+                raise SchemaError(f"column {name!r}: {e}") from None
+
+
 class Database:
     """An embedded database: one folder, one writer process, any number of reader threads."""
 
@@ -50,6 +63,7 @@ class Database:
         self._check_open(write=True)
         DatabaseFolder.check_name(name)
         schema = schema if isinstance(schema, Schema) else Schema(schema)
+        _check_analyzers(schema)
         with self._lock:
             if self._folder.exists(name):
                 if exist_ok:

@@ -1,40 +1,35 @@
 """PartitionIndex (SPANN + LIRE): recall, exactness, updates, filters, scan, persistence."""
 from __future__ import annotations
 
-import gzip
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from unidb import datasets
 from unidb.index.partition import PartitionIndex, PartitionOptions
 from unidb.kernels import partition as K
 from unidb.query.iterator import ScanIterator, iterate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL = PartitionOptions(target_posting=40, max_posting=80, merge_threshold=5, reassign_k=16)
 
 
 # ----------------------------------------------------------------------------- helpers
+def _dataset(loader):
+    try:
+        return loader()
+    except FileNotFoundError as e:      # shared data absent: say where it was looked for
+        pytest.skip(f"benchmark data not available: {e}")
+
+
 def load_sift():
-    f = DATA / "siftsmall"
-    if not (f / "siftsmall_base.fvecs").exists():
-        pytest.skip(f"SIFT-small not found under {f} (see shared/data/README.md)")
-    base = np.fromfile(f / "siftsmall_base.fvecs", dtype="int32").reshape(-1, 129)[:, 1:]
-    q = np.fromfile(f / "siftsmall_query.fvecs", dtype="int32").reshape(-1, 129)[:, 1:]
-    gt = np.fromfile(f / "siftsmall_groundtruth.ivecs", dtype="int32").reshape(-1, 101)[:, 1:]
-    return base.view("float32").copy(), q.view("float32").copy(), gt
+    d = _dataset(datasets.load_siftsmall)
+    return d.base, d.queries, d.gt
 
 
 def load_mnist():
-    f = DATA / "mnist10k"
-    if not (f / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"MNIST not found under {f} (see shared/data/README.md)")
-    x = np.frombuffer(gzip.open(f / "t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)
-    x = x.reshape(10000, 784).astype(np.float32)
-    gt = np.load(f / "gt_l2_top100_ids.npy")
-    return x[:9000], x[9000:], gt
+    d = _dataset(datasets.load_mnist)
+    return d.base, d.queries, d.gt
 
 
 def brute(base_ids, base, q, k, metric="l2"):
@@ -83,7 +78,7 @@ def check_invariants(idx, rows: dict[int, np.ndarray]):
     for r, ps in where.items():
         assert len(ps) == len(set(ps)), f"row {r} has two valid copies in one posting"
         assert int(idx._primary[r]) in ps, f"row {r}: primary posting holds no valid copy"
-        np.testing.assert_array_equal(vec[r], rows[r])
+        np.testing.assert_allclose(vec[r], rows[r], rtol=1e-6, atol=1e-7)
     c = idx._routing.centroids[idx._routing.live_ids]
     ids = np.array(sorted(rows))
     x = np.stack([rows[r] for r in ids])
@@ -240,7 +235,6 @@ def test_background_rebalancer_with_concurrent_searches():
     idx = PartitionIndex.build(np.arange(1000), x[:1000], "l2", SMALL)
     idx.start_rebalancer()
     errors, stop = [], threading.Event()
-    live_floor = set(range(500))        # never deleted: must be findable at every instant
 
     def reader():
         try:
@@ -282,12 +276,16 @@ def test_filtered_search_returns_min_k_allowed():
             got = row[row >= 0]
             assert len(got) == min(10, len(allowed))
             assert allow_set[got].all() and len(set(got.tolist())) == len(got)
-    # a rare filter finds the exact filtered neighbours once everything is probed
-    tid, _ = brute(allowed := np.arange(0, 3000, 97), x[allowed], q, 5)
+    # a rare (1%) filter: exact when every partition is probed, approximate at defaults
+    # (below a few % selectivity the planner should prefer an exact scan of the allowed rows)
+    tid, tdist = brute(allowed := np.arange(0, 3000, 97), x[allowed], q, 5)
     m = np.zeros(3000, bool)
     m[allowed] = True
+    ids, dist = idx.search(q, 5, allow=lambda r: m[r], nprobe=10 ** 6)
+    np.testing.assert_array_equal(ids, tid)
+    np.testing.assert_allclose(dist, tdist, rtol=1e-5)
     ids, _ = idx.search(q, 5, allow=lambda r: m[r])
-    assert recall(ids, tid, 5) >= 0.9
+    assert recall(ids, tid, 5) >= 0.7
 
 
 def test_scan_yields_each_live_row_once():
@@ -352,3 +350,45 @@ def test_load_ignores_and_deletes_garbage(tmp_path):
     assert not (tmp_path / "pidx-2-vecs.npy.tmp").exists()
     with pytest.raises(FileNotFoundError):
         PartitionIndex.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_updates_and_scan_for_cosine_and_ip(metric):
+    rng = np.random.default_rng(11)
+    x = mixture(rng, 2500)
+    idx = PartitionIndex.build(np.arange(1500), x[:1500], metric, SMALL)
+    idx.add(np.arange(1500, 2500), x[1500:])
+    idx.delete(np.arange(0, 2500, 5))
+    live = np.array([i for i in range(2500) if i % 5])
+    q = mixture(rng, 20)
+    ids, dist = idx.search(q, 10, nprobe=10 ** 6)
+    tid, tdist = brute(live, x[live], q, 10, metric)
+    np.testing.assert_array_equal(ids, tid)
+    np.testing.assert_allclose(dist, tdist, rtol=1e-5, atol=1e-5)
+    seen = np.concatenate([b.row_ids for b in iterate(idx.scan(q[0]))])
+    assert len(seen) == len(set(seen.tolist())) and set(seen.tolist()) == set(live.tolist())
+    check_invariants(idx, {int(i): (x[i] / np.linalg.norm(x[i])).astype(np.float32)
+                           if metric == "cosine" else x[i] for i in live})
+
+
+def test_two_level_navigation_matches_exact_navigation(monkeypatch):
+    from unidb.index.partition import routing
+    monkeypatch.setattr(routing, "TWO_LEVEL_MIN", 16)
+    monkeypatch.setattr(routing, "GROUP_SIZE", 8)
+    monkeypatch.setattr(routing, "NAV_GROUPS", 4)
+    rng = np.random.default_rng(12)
+    centers = rng.standard_normal((20, 16)) * 3
+    x = mixture(rng, 4000, centers=centers)
+    idx = PartitionIndex.build(np.arange(3000), x[:3000], "l2", SMALL)
+    assert idx._routing.nav is not None and len(idx._routing.live_ids) >= 16
+    idx.add(np.arange(3000, 4000), x[3000:] + 1.0)        # splits extend the coarse level
+    assert idx.stats()["splits"] > 0
+    nav = idx._routing.nav
+    assert set(nav.members.tolist()) == set(idx._routing.live_ids.tolist())
+    q = mixture(rng, 50, centers=centers)
+    batch, _ = idx.search(q, 10)                          # exact navigation (GEMM)
+    one = np.stack([idx.search(v, 10)[0][0] for v in q])  # two-level navigation
+    assert recall(one, batch) >= 0.97
+    full = np.stack([idx.search(v, 10, nprobe=10 ** 6)[0][0] for v in q])
+    tid, _ = brute(np.arange(4000), np.concatenate([x[:3000], x[3000:] + 1.0]), q, 10)
+    np.testing.assert_array_equal(full, tid)

@@ -19,7 +19,7 @@ def brute(src, X, Y, qa, qb, wa, wb, allow, k, ma, mb):
 @settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 400), k=st.integers(0, 30), seed=st.integers(0, 10_000),
        wa=st.sampled_from([0.0, 1.0, 0.1, 3.0]), wb=st.sampled_from([1.0, 10.0, 0.5]),
-       sel=st.floats(0.05, 1), schedule=st.sampled_from(["adaptive", "round-robin"]),
+       sel=st.floats(0.05, 1), schedule=st.sampled_from(["auto", "adaptive", "round-robin"]),
        metrics=st.sampled_from([("l2", "l2"), ("l2", "cosine"), ("ip", "l2")]),
        budget=st.sampled_from([None, 50]))
 def test_threshold_algorithm_equals_brute_force(n, k, seed, wa, wb, sel, schedule, metrics,

@@ -154,12 +154,22 @@ def clustered(n=6000, dim=16, clusters=30, seed=1):
     return X, labels, Q, qlab, means
 
 
+def make_index(src, which):
+    if which == "toy-ivf":
+        return ToyIVF(src, "v", nlist=80)
+    partition = pytest.importorskip("unidb.index.partition",
+                                    reason="the partition index is not built yet")
+    ids, X = src.flat_rows("v")
+    return partition.PartitionIndex.build(ids, X, "l2")
+
+
+@pytest.mark.parametrize("index", ["toy-ivf", "partition"])
 @pytest.mark.parametrize("kind", ["correlated", "anti-correlated", "uniform"])
-def test_filtered_recall_on_clustered_data(kind):
+def test_filtered_recall_on_clustered_data(kind, index):
     X, labels, Q, qlab, means = clustered()
     attr = np.random.default_rng(2).integers(0, 100, len(X))
     src = ArraySource({"v": X}, scalars=pa.table({"label": labels, "attr": attr}))
-    src.set_vector_index("v", ToyIVF(src, "v", nlist=80))
+    src.set_vector_index("v", make_index(src, index))
     found, truth, under = [], [], 0
     for q, ql in zip(Q, qlab):
         if kind == "correlated":
@@ -179,7 +189,8 @@ def test_filtered_recall_on_clustered_data(kind):
 
 
 def test_planner_choices_and_explain():
-    X, labels, Q, qlab, _ = clustered(n=20_000)
+    # 128-d, 40k rows: the exact plan covers up to EXACT_MAX_CELLS / 128 = 16,384 matches
+    X, labels, Q, qlab, _ = clustered(n=40_000, dim=128)
     price = np.random.default_rng(3).random(len(X)) * 1000
     src = ArraySource({"v": X}, scalars=pa.table({"label": labels, "price": price}))
     from unidb.query.filter import col

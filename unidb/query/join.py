@@ -96,6 +96,11 @@ def _block_join(left, lcol, left_ids, right, rcol, right_ids, metric, max_distan
         explain.distances_computed += D.size
         if max_distance is not None:
             slack = _RANGE_SLACK * max(abs(max_distance), 1.0)
+            if metric == "l2":
+                # sqrt magnifies float32 rounding near 0: an error e in d^2 becomes sqrt(e)
+                # in d, so exact duplicates can read as ~1e-3 apart. Widen by that much.
+                scale = float(r_sq.max()) + float(np.einsum("ij,ij->i", lmat, lmat).max())
+                slack = max(slack, float(np.sqrt(1e-6 * scale)))
             li, ri = np.nonzero(D <= max_distance + slack)
             d = _pairwise_exact(lmat[li], rmat[ri], metric)
             ok = d <= max_distance

@@ -25,7 +25,8 @@ from unidb.query.explain import Explain
 Result = tuple[np.ndarray, np.ndarray]
 # Knobs a search accepts through .params(); anything else is a typo worth reporting.
 INDEX_KNOBS = ("nprobe", "eps2", "max_partitions")
-PLANNER_KNOBS = ("E", "w", "budget", "force_plan", "scan_knobs", "stop_stat")
+PLANNER_KNOBS = ("E", "w", "budget", "force_plan", "scan_knobs", "stop_stat", "schedule",
+                 "batch_size")
 KNOBS = INDEX_KNOBS + PLANNER_KNOBS + ("exact",)
 
 

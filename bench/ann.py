@@ -29,7 +29,7 @@ from unidb.index.partition import PartitionIndex
 
 K = 10
 TARGETS = (0.90, 0.95, 0.99)
-NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+NPROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96)
 EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 HNSW_M, HNSW_EFC = 16, 200          # hnswlib's usual settings
 IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "ann-recall-qps.png"

@@ -7,14 +7,19 @@ scan, stats, persistence. Routing lives in routing.py, posting storage in postin
 rebalancer in lire.py, the on-disk snapshot in persist.py.
 
 Concurrency: one mutex serialises writers (add, delete, one rebalance job at a time); readers
-never lock. They read `self._routing`, then `self._store.arena`, then `self._vmap`, each an
-object that writers replace (copy-on-write) or only extend past what was published.
+never lock. Writers work on `self._routing` / `self._vmap` / the store's arena and, when an
+operation is complete, `_publish()` one immutable `View` (routing, a copy of the version map,
+arena). A reader takes `self._view` once and sees a consistent snapshot for as long as it
+likes: arena entries are never overwritten and retired postings' slices stay readable, so every
+row live in the view is found under the view's versions even while splits move rows (a reader
+holding an old routing with the live version map missed rows reassigned into new postings).
 """
 from __future__ import annotations
 
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +28,7 @@ from unidb.index.partition import lire
 from unidb.index.partition import versions as V
 from unidb.index.partition.kmeans import hierarchical_centroids
 from unidb.index.partition.options import PartitionOptions
-from unidb.index.partition.postings import PostingStore, make_store
+from unidb.index.partition.postings import Arena, PostingStore, make_store
 from unidb.index.partition.routing import Routing
 from unidb.kernels import partition as K
 
@@ -35,6 +40,15 @@ RERANK_MARGIN = 8
 QUERY_CHUNK = 1024
 # An under-filled query (or a filtered one) widens its probe by this factor per round.
 WIDEN_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class View:
+    """What readers see: one consistent snapshot, replaced as a whole by writers."""
+    routing: Routing
+    vmap: np.ndarray
+    arena: Arena
+    live: int
 
 
 class PartitionIndex:
@@ -65,6 +79,11 @@ class PartitionIndex:
         self.counters = {"splits": 0, "merges": 0, "compactions": 0, "reassign_evaluated": 0,
                          "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0}
         self._rebalancer = lire.Rebalancer(self)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Make the writer's state visible to readers as one consistent snapshot."""
+        self._view = View(self._routing, self._vmap.copy(), self._store.arena, self._live)
 
     @classmethod
     def build(cls, row_ids: np.ndarray, vectors: np.ndarray, metric: str = "l2",
@@ -105,6 +124,7 @@ class PartitionIndex:
         idx._rebalancer.run_inline_if_idle()
         for key in idx.counters:
             idx.counters[key] = 0.0 if isinstance(idx.counters[key], float) else 0
+        idx._publish()
         return idx
 
     # ------------------------------------------------------------------ validation
@@ -231,6 +251,7 @@ class PartitionIndex:
                 self._live += int(len(rids) - was_live.sum())
                 over = [p for p in touched if self._store.length(p) > self.options.max_posting]
                 self._rebalancer.submit(over)
+            self._publish()
         self._rebalancer.run_inline_if_idle()
 
     def _bootstrap(self, rids: np.ndarray, x: np.ndarray) -> None:
@@ -268,6 +289,7 @@ class PartitionIndex:
             lens = np.array([self._store.length(int(p)) for p in posts], dtype=np.int64)
             low = (self._plive[posts] <= thr) | (self._plive[posts] < lire.GC_LIVE_FRACTION * lens)
             self._rebalancer.submit([int(p) for p in posts[low]])
+            self._publish()
         self._rebalancer.run_inline_if_idle()
 
     # ------------------------------------------------------------------ search
@@ -307,9 +329,8 @@ class PartitionIndex:
             return self._search_one(queries, k, nprobe, eps2, max_partitions)
         q = self._check_queries(queries)
         e, m = self._probe_params(nprobe, eps2, max_partitions)
-        routing = self._routing
-        arena = self._store.arena
-        vmap = self._vmap
+        view = self._view
+        routing, arena, vmap = view.routing, view.arena, view.vmap
         ip = self._mode == K.MODE_IP
         nq = len(q)
         ids = np.full((nq, k), -1, dtype=np.int64)
@@ -322,7 +343,7 @@ class PartitionIndex:
             if allow is None:
                 ids[s:s + len(qs)], dist[s:s + len(qs)] = self._scan_pairs(qs, posts, qidx, k,
                                                                            arena, vmap)
-            want = min(k, self._live)
+            want = min(k, view.live)
             if allow is not None:
                 redo = np.arange(len(qs))
             elif want > 0:      # under-filled (too few live rows in the probed postings)
@@ -342,13 +363,12 @@ class PartitionIndex:
         if self.metric == "cosine":
             q = self._prep(q[None, :], "queries")[0]
         e, m = self._probe_params(nprobe, eps2, max_partitions)
-        routing = self._routing
-        arena = self._store.arena
-        vmap = self._vmap
+        view = self._view
+        routing, arena, vmap = view.routing, view.arena, view.vmap
         r, d, probed = K.search_one(q, self._mode, m, e, self._mode == K.MODE_L2 and e != np.inf,
                                     *routing.nav_arrays(), arena.vecs, arena.sqn, arena.rids,
                                     arena.vers, vmap, arena.packed, k + RERANK_MARGIN, k)
-        if r[-1] < 0 and (r >= 0).sum() < min(k, self._live):
+        if r[-1] < 0 and (r >= 0).sum() < min(k, view.live):
             r, d = self._widening(q, k, None, max(probed, 1), routing, arena, vmap)
         return r[None, :], self._finish_dist(d)[None, :]
 
@@ -424,7 +444,8 @@ class PartitionIndex:
 
     def posting_live_lengths(self) -> np.ndarray:
         """Valid entries of every live posting (a full pass; for stats and tests)."""
-        routing, arena, vmap = self._routing, self._store.arena, self._vmap
+        view = self._view
+        routing, arena, vmap = view.routing, view.arena, view.vmap
         out = []
         for p in routing.live_ids:
             out.append(len(K.valid_positions(arena.rids, arena.vers, vmap, arena.packed,

@@ -78,6 +78,7 @@ class Rebalancer:
         try:
             with self.index._mutex:
                 more = maintain(self.index, p)
+                self.index._publish()
                 self.index.counters["rebalance_cpu_s"] += time.thread_time() - t0
             self.submit(more)
         finally:

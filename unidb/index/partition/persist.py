@@ -119,4 +119,5 @@ def load(cls, folder):
     idx._widen_radius(np.repeat(np.arange(len(cents)), lens), np.asarray(arr["vecs"]))
     idx._live = int(man["live"])
     idx.counters.update(man.get("counters", {}))
+    idx._publish()
     return idx, int(man["covered"])

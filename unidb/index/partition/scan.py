@@ -2,8 +2,8 @@
 
 Yields the live rows of `batch_partitions` postings at a time, postings in increasing centroid
 distance, each batch sorted by distance, every row at most once (replicas deduplicated,
-deleted and stale copies skipped). The routing, arena and version map are snapshotted when the
-scan starts, so a concurrent split or merge cannot make it skip or repeat a row.
+deleted and stale copies skipped). It reads the index's published view (routing, arena, version
+map) taken when the scan starts, so a concurrent split or merge cannot make it skip or repeat a row.
 
 Relaxed-monotonicity defaults (ALGORITHMS.md §1): E = DEFAULT_E (the k of a typical top-k; an
 operator that knows its K passes its own), w = the vectors of the partitions probed so far
@@ -29,9 +29,10 @@ class PartitionScan:
         self._index = index
         self._q = q
         self._batch = int(batch_partitions)
-        self._routing = index._routing
-        self._arena = index._store.arena
-        self._vmap = index._vmap.copy()   # rows deleted mid-scan stay visible: one snapshot
+        view = index._view                # one consistent snapshot for the whole scan
+        self._routing = view.routing
+        self._arena = view.arena
+        self._vmap = view.vmap
         order, d = self._routing.order_all(q, index._mode == K.MODE_IP)
         if eps2 is not None and len(order) and index._mode != K.MODE_IP:
             dd = np.sqrt(np.maximum(d, 0.0))

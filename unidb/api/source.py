@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from unidb.errors import QueryError
-from unidb.index.flat.exact import part_vectors
+from unidb.index.flat.exact import live_vectors, part_vectors
 from unidb.schema import Vector
 from unidb.storage.parts import TableState
 
@@ -92,22 +92,11 @@ class TableSource:
             hit = _flat_cache.get(key)
         if hit is not None:
             return hit
-        ids, mats = [], []
-        for part in parts:
-            matrix, _, valid = part_vectors(part, name, metric)
-            live = self.state.live_mask(part)
-            if valid is not None:
-                live = live & valid
-            if live.all():
-                ids.append(part.row_ids)
-                mats.append(matrix)
-            else:
-                ids.append(part.row_ids[live])
-                mats.append(matrix[live])
-        if not ids:
+        ids, matrix = live_vectors(self.state, name, metric)
+        if not len(ids):
             dim, _ = self.vector_column(name)
-            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-        out = (ids[0], mats[0]) if len(ids) == 1 else (np.concatenate(ids), np.concatenate(mats))
+            matrix = np.zeros((0, dim), np.float32)
+        out = (ids, matrix)
         with _flat_lock:
             _flat_cache.clear()
             _flat_cache[key] = out

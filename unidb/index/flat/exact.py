@@ -60,38 +60,59 @@ def _selection(state: TableState, part: Part, column: str, metric: str,
     return None if mask.all() else mask
 
 
+class _PartScan:
+    """One part's rows to score: the (possibly gathered) matrix and how to map back."""
+    __slots__ = ("part", "matrix", "x", "aux", "rows", "sel", "gather")
+
+    def __init__(self, part, matrix, aux, rows, sel, gather):
+        self.part, self.matrix, self.rows, self.sel, self.gather = part, matrix, rows, sel, gather
+        self.x = matrix[rows] if gather else matrix
+        self.aux = aux[rows] if gather else aux
+
+    def values(self, queries: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate ranking values (masked-out rows = +inf) and tie tolerances."""
+        vals, tol = K.approx_scores(self.x, self.aux, queries, metric)
+        if self.sel is not None and not self.gather:
+            vals[:, ~self.sel] = np.inf
+        return vals, tol
+
+    def local(self, idx: np.ndarray) -> np.ndarray:
+        """Positions in the part of indices into `values` columns."""
+        return self.rows[idx] if self.gather else idx
+
+
+def _scan_parts(state: TableState, column: str, metric: str, row_mask: RowMaskFn | None):
+    """Each non-empty part with selected rows, ready to score (gathered when sparse)."""
+    for part in state.parts:
+        if not part.num_rows:
+            continue
+        matrix, aux, _ = part_vectors(part, column, metric)
+        sel = _selection(state, part, column, metric, row_mask)
+        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
+        if not len(rows):
+            continue
+        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
+        yield _PartScan(part, matrix, aux, rows, sel, gather)
+
+
 def exact_topk(state: TableState, column: str, metric: str, queries: np.ndarray, k: int,
                row_mask: RowMaskFn | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exact top-k per query: a list of (row_ids int64, distances float64), closest first."""
     nq = len(queries)
     cand_ids: list[list[np.ndarray]] = [[] for _ in range(nq)]
     cand_dist: list[list[np.ndarray]] = [[] for _ in range(nq)]
-    for part in state.parts:
-        if not part.num_rows:
-            continue
-        matrix, aux, _ = part_vectors(part, column, metric)
-        sel = _selection(state, part, column, metric, row_mask)
-        rows = np.arange(part.num_rows)
-        if sel is not None:
-            rows = np.flatnonzero(sel)
-            if not len(rows):
-                continue
-        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
-        x = matrix[rows] if gather else matrix
-        a = aux[rows] if gather else aux
-        step = max(1, SCRATCH_FLOATS // max(len(x), 1))
+    for ps in _scan_parts(state, column, metric, row_mask):
+        step = max(1, SCRATCH_FLOATS // max(len(ps.x), 1))
         for q0 in range(0, nq, step):
             qb = queries[q0:q0 + step]
-            vals, tol = K.approx_scores(x, a, qb, metric)
-            if sel is not None and not gather:
-                vals[:, ~sel] = np.inf
+            vals, tol = ps.values(qb, metric)
             for j in range(len(qb)):
                 c = K.candidates_topk(vals[j], float(tol[j]), k)
                 if not len(c):
                     continue
-                local = rows[c] if gather else c
-                d = K.exact_distances(matrix[local], qb[j], metric)
-                cand_ids[q0 + j].append(part.row_ids[local])
+                local = ps.local(c)
+                d = K.exact_distances(ps.matrix[local], qb[j], metric)
+                cand_ids[q0 + j].append(ps.part.row_ids[local])
                 cand_dist[q0 + j].append(d)
     out = []
     for j in range(nq):
@@ -112,31 +133,19 @@ def exact_range(state: TableState, column: str, metric: str, query: np.ndarray,
     q = query.reshape(1, -1)
     hi = np.inf if max_distance is None else K.to_approx_bound(max_distance, metric)
     ids_out, dist_out = [], []
-    for part in state.parts:
-        if not part.num_rows:
-            continue
-        matrix, aux, _ = part_vectors(part, column, metric)
-        sel = _selection(state, part, column, metric, row_mask)
-        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
-        if not len(rows):
-            continue
-        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
-        x = matrix[rows] if gather else matrix
-        a = aux[rows] if gather else aux
-        vals, tol = K.approx_scores(x, a, q, metric)
+    for ps in _scan_parts(state, column, metric, row_mask):
+        vals, tol = ps.values(q, metric)
         v = vals[0]
-        if sel is not None and not gather:
-            v[~sel] = np.inf
         c = K.candidates_range(v, float(tol[0]), hi) if np.isfinite(hi) else \
             np.flatnonzero(np.isfinite(v))
-        local = rows[c] if gather else c
-        d = K.exact_distances(matrix[local], query, metric)
+        local = ps.local(c)
+        d = K.exact_distances(ps.matrix[local], query, metric)
         keep = np.ones(len(d), dtype=bool)
         if max_distance is not None:
             keep &= d <= max_distance
         if min_distance is not None:
             keep &= d >= min_distance
-        ids_out.append(part.row_ids[local[keep]])
+        ids_out.append(ps.part.row_ids[local[keep]])
         dist_out.append(d[keep])
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
@@ -148,7 +157,8 @@ def exact_range(state: TableState, column: str, metric: str, query: np.ndarray,
 
 def live_vectors(state: TableState, column: str, metric: str,
                  row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(row_ids, matrix) of all selected rows with a vector (copies; for index builds)."""
+    """(row_ids, matrix) of all selected rows with a vector, in row-id order (a view when one
+    part holds them all, else a copy)."""
     ids, mats = [], []
     for part in state.parts:
         if not part.num_rows:
@@ -163,6 +173,8 @@ def live_vectors(state: TableState, column: str, metric: str,
             mats.append(matrix[sel])
     if not ids:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    if len(ids) == 1:
+        return ids[0], mats[0]
     return np.concatenate(ids), np.concatenate(mats)
 
 
@@ -175,22 +187,14 @@ def all_distances(state: TableState, column: str, metric: str, query: np.ndarray
     """
     q = query.reshape(1, -1)
     ids_out, dist_out = [], []
-    for part in state.parts:
-        if not part.num_rows:
-            continue
-        matrix, aux, _ = part_vectors(part, column, metric)
-        sel = _selection(state, part, column, metric, row_mask)
-        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
-        if not len(rows):
-            continue
-        x = matrix if sel is None else matrix[rows]
-        vals, _ = K.approx_scores(x, aux if sel is None else aux[rows], q, metric)
-        v = vals[0].astype(np.float64)
+    for ps in _scan_parts(state, column, metric, row_mask):
+        v = ps.values(q, metric)[0][0]
+        v = (v if ps.gather or ps.sel is None else v[ps.rows]).astype(np.float64)
         if metric == K.METRIC_L2:
             v = np.sqrt(np.maximum(v, 0.0))
         elif metric == K.METRIC_COSINE:
             v = v + 1.0
-        ids_out.append(part.row_ids[rows])
+        ids_out.append(ps.part.row_ids[ps.rows])
         dist_out.append(v)
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)

@@ -16,6 +16,8 @@ holding an old routing with the live version map missed rows reassigned into new
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import threading
 from collections.abc import Callable
@@ -82,8 +84,16 @@ class PartitionIndex:
         self._publish()
 
     def _publish(self) -> None:
-        """Make the writer's state visible to readers as one consistent snapshot."""
-        self._view = View(self._routing, self._vmap.copy(), self._store.arena, self._live)
+        """Make the writer's state visible to readers as one consistent snapshot.
+
+        The slice table (`packed`: offset and length of every posting) is copied too: writers
+        update it in place (a split retires p and creates p1/p2), and a reader still routing
+        with the old centroids must find p's rows where its view says they are. Row data
+        needs no copy: published slices are never overwritten (appends go past their length,
+        moves and compactions write elsewhere)."""
+        arena = self._store.arena
+        self._view = View(self._routing, self._vmap.copy(),
+                          dataclasses.replace(arena, packed=arena.packed.copy()), self._live)
 
     @classmethod
     def build(cls, row_ids: np.ndarray, vectors: np.ndarray, metric: str = "l2",

@@ -51,6 +51,17 @@ class SortedIndex:
     def add(self, row_ids, values) -> None:
         """Insert rows (merge into the sorted arrays)."""
         ids, vals = self._clean(row_ids, values)
+        if not len(ids):
+            return
+        order = np.lexsort((ids, vals))
+        ids, vals = ids[order], vals[order]
+        if len(self.row_ids) and ids[0] > self.row_ids.max():
+            # New rows carry the largest row ids (the table hands them out in increasing
+            # order), so among equal keys they go last: one O(n) insert, not a re-sort.
+            pos = np.searchsorted(self.keys, vals, side="right")
+            self.keys = np.insert(self.keys, pos, vals)
+            self.row_ids = np.insert(self.row_ids, pos, ids)
+            return
         keys = np.concatenate([self.keys, vals])
         rids = np.concatenate([self.row_ids, ids])
         order = np.lexsort((rids, keys))

@@ -233,3 +233,15 @@ def exact_topk_over(source, column: str, query: np.ndarray, row_ids: np.ndarray,
     top = TopK(k)
     top.push(row_ids, d)
     return top.result()
+
+
+def first_sightings(seen: np.ndarray | None, ids: np.ndarray, d: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Drop rows already seen earlier in the scan (replicas) and mark the rest as seen."""
+    if seen is None:
+        return ids, d
+    fresh = ~seen[ids]
+    seen[ids] = True
+    if fresh.all():
+        return ids, d
+    return ids[fresh], d[fresh]

@@ -11,7 +11,7 @@ import numpy as np
 from unidb.query.explain import Explain
 from unidb.query.iterator import ScanIterator
 from unidb.query.monotone import MonotoneDetector
-from unidb.query.operators import anti_correlated, tail_is_cheap
+from unidb.query.operators import anti_correlated, first_sightings, tail_is_cheap
 
 
 def in_range(d: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
@@ -45,11 +45,7 @@ def stream_range(scan: ScanIterator, lo: float | None, hi: float | None,
         ids, d = batch.row_ids, batch.distances
         visited += len(ids)
         det.observe(d)
-        if seen is not None:                            # a replicated row counts once
-            fresh = ~seen[ids]
-            seen[ids] = True
-            if not fresh.all():
-                ids, d = ids[fresh], d[fresh]
+        ids, d = first_sightings(seen, ids, d)          # a replicated row counts once
         ok = in_range(d, lo, hi)
         if allow is not None:
             allowed = allow[ids]

@@ -17,7 +17,8 @@ import numpy as np
 from unidb.query.explain import Explain
 from unidb.query.iterator import ScanIterator
 from unidb.query.monotone import MonotoneDetector
-from unidb.query.operators import TopK, anti_correlated, exact_topk_over, tail_is_cheap
+from unidb.query.operators import (TopK, anti_correlated, exact_topk_over, first_sightings,
+                                    tail_is_cheap)
 
 
 def stream_topk(scan: ScanIterator, k: int, allow: np.ndarray | None, matches: int,
@@ -51,11 +52,7 @@ def stream_topk(scan: ScanIterator, k: int, allow: np.ndarray | None, matches: i
         ids, d = batch.row_ids, batch.distances
         visited += len(ids)
         det.observe(d)
-        if seen is not None:                            # a replicated row counts once
-            fresh = ~seen[ids]
-            seen[ids] = True
-            if not fresh.all():
-                ids, d = ids[fresh], d[fresh]
+        ids, d = first_sightings(seen, ids, d)          # a replicated row counts once
         if allow is not None:
             ok = allow[ids]
             ids, d = ids[ok], d[ok]

@@ -371,27 +371,69 @@ def test_updates_and_scan_for_cosine_and_ip(metric):
                            if metric == "cosine" else x[i] for i in live})
 
 
-def test_two_level_navigation_matches_exact_navigation(monkeypatch):
-    from unidb.index.partition import routing
-    monkeypatch.setattr(routing, "TWO_LEVEL_MIN", 16)
-    monkeypatch.setattr(routing, "GROUP_SIZE", 8)
-    monkeypatch.setattr(routing, "NAV_GROUPS", 4)
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_code_navigation_matches_exact_navigation(metric):
+    """One-query navigation ranks 8-bit centroid codes, then re-scores the candidates the code
+    error cannot rule out: it must return exactly what an exact pass over every live centroid
+    returns, also after splits append centroids outside the fitted code range."""
     rng = np.random.default_rng(12)
     centers = rng.standard_normal((20, 16)) * 3
     x = mixture(rng, 4000, centers=centers)
-    idx = PartitionIndex.build(np.arange(3000), x[:3000], "l2", SMALL)
-    assert idx._routing.nav is not None and len(idx._routing.live_ids) >= 16
-    idx.add(np.arange(3000, 4000), x[3000:] + 1.0)        # splits extend the coarse level
+    idx = PartitionIndex.build(np.arange(3000), x[:3000], metric, SMALL)
+    idx.add(np.arange(3000, 4000), x[3000:] * 1.5 + 4.0)   # drift out of the code range
     assert idx.stats()["splits"] > 0
-    nav = idx._routing.nav
-    assert set(nav.members.tolist()) == set(idx._routing.live_ids.tolist())
-    q = mixture(rng, 50, centers=centers)
-    batch, _ = idx.search(q, 10)                          # exact navigation (GEMM)
-    one = np.stack([idx.search(v, 10)[0][0] for v in q])  # two-level navigation
-    assert recall(one, batch) >= 0.97
-    full = np.stack([idx.search(v, 10, nprobe=10 ** 6)[0][0] for v in q])
-    tid, _ = brute(np.arange(4000), np.concatenate([x[:3000], x[3000:] + 1.0]), q, 10)
-    np.testing.assert_array_equal(full, tid)
+    routing = idx._view.routing
+    live = routing.live_ids
+    nav = routing.nav_arrays()
+    assert np.array_equal(nav[6], live)
+    assert len(routing.nav.codes) == routing.n_slots
+    mode = idx._mode
+    q = np.concatenate([mixture(rng, 60, centers=centers), x[3000:3040] * 1.5 + 4.0])
+    for v in q:
+        qn = np.float32(v @ v)
+        for m, eps2, prune in ((1, np.inf, False), (5, np.inf, False), (32, 0.3, metric == "l2"),
+                               (10 ** 6, np.inf, False)):
+            got = K.nearest_slots(v, qn, mode, m, eps2, prune, *nav)
+            want = K._select_rows(v, qn, mode, routing.centroids, routing.cnorms, live, m,
+                                  eps2, prune)
+            np.testing.assert_array_equal(got, want)
+    # the exact pass itself against float64
+    v = q[0].astype(np.float64)
+    c = routing.centroids[live].astype(np.float64)
+    d = ((c - v) ** 2).sum(1) if metric == "l2" else -(c @ v)
+    want = K._select_rows(q[0], np.float32(q[0] @ q[0]), mode, routing.centroids,
+                          routing.cnorms, live, 8, np.inf, False)
+    np.testing.assert_allclose(np.sort(d)[:8], d[np.searchsorted(live, want)], rtol=1e-4,
+                               atol=1e-3)
+    # one-query path == batched path (exact GEMM navigation), and == brute force probing all
+    batch, bd = idx.search(q, 10)
+    one = [idx.search(v, 10) for v in q]
+    np.testing.assert_array_equal(np.concatenate([o[0] for o in one]), batch)
+    np.testing.assert_allclose(np.concatenate([o[1] for o in one]), bd, rtol=1e-6)
+    allx = np.concatenate([x[:3000], x[3000:] * 1.5 + 4.0])
+    tid, tdist = brute(np.arange(4000), allx, q, 10, metric)
+    full = [idx.search(v, 10, nprobe=10 ** 6) for v in q]
+    np.testing.assert_array_equal(np.concatenate([f[0] for f in full]), tid)
+    np.testing.assert_allclose(np.concatenate([f[1] for f in full]), tdist, rtol=1e-5, atol=1e-5)
+
+
+def test_one_query_rejects_non_finite_and_pads_small_indexes():
+    rng = np.random.default_rng(5)
+    x = mixture(rng, 30)
+    idx = PartitionIndex.build(np.arange(30), x, "l2", SMALL)
+    v = x[0].copy()
+    v[3] = np.nan
+    with pytest.raises(ValueError):
+        idx.search(v, 5)
+    v[3] = np.inf
+    with pytest.raises(ValueError):
+        idx.search(v, 5)
+    ids, dist = idx.search(x[0], 40)                 # k > rows: -1 / inf padded
+    assert ids.shape == (1, 40) and (ids[0, :30] >= 0).all() and (ids[0, 30:] == -1).all()
+    assert np.isinf(dist[0, 30:]).all() and ids[0, 0] == 0 and dist[0, 0] == 0.0
+    empty = PartitionIndex(16, "l2", SMALL)
+    ids, dist = empty.search(x[0], 3)
+    assert (ids == -1).all() and np.isinf(dist).all()
 
 
 def test_long_batched_search_sees_a_consistent_view_during_splits():

@@ -17,8 +17,6 @@ holding an old routing with the live version map missed rows reassigned into new
 from __future__ import annotations
 
 import dataclasses
-
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -366,21 +364,31 @@ class PartitionIndex:
         return ids, self._finish_dist(dist)
 
     def _search_one(self, query, k, nprobe, eps2, max_partitions):
-        """Latency path for one query: one fused kernel call (navigation, scan, re-rank)."""
+        """Latency path for one query: one fused kernel call (navigation, scan, re-rank,
+        distances finished), its arrays prepared once per published view."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if not math.isfinite(float(q.sum())) and not np.isfinite(q).all():
-            raise ValueError("queries contain NaN or inf")
         if self.metric == "cosine":
             q = self._prep(q[None, :], "queries")[0]
-        e, m = self._probe_params(nprobe, eps2, max_partitions)
+        if nprobe is None and eps2 is None and max_partitions is None:
+            e, m = float(self.options.eps2), int(self.options.max_partitions)
+        else:
+            e, m = self._probe_params(nprobe, eps2, max_partitions)
         view = self._view
-        routing, arena, vmap = view.routing, view.arena, view.vmap
+        cached = getattr(self, "_one_args", None)
+        if cached is None or cached[0] is not view:
+            routing, arena = view.routing, view.arena
+            cached = (view, (*routing.nav_arrays(), arena.vecs, arena.sqn, arena.rids,
+                             arena.vers, view.vmap, arena.packed))
+            self._one_args = cached
         r, d, probed = K.search_one(q, self._mode, m, e, self._mode == K.MODE_L2 and e != np.inf,
-                                    *routing.nav_arrays(), arena.vecs, arena.sqn, arena.rids,
-                                    arena.vers, vmap, arena.packed, k + RERANK_MARGIN, k)
-        if r[-1] < 0 and (r >= 0).sum() < min(k, view.live):
-            r, d = self._widening(q, k, None, max(probed, 1), routing, arena, vmap)
-        return r[None, :], self._finish_dist(d)[None, :]
+                                    *cached[1], k + RERANK_MARGIN, k,
+                                    0 if self.metric == "l2" else 1 if self.metric == "cosine" else 2)
+        if probed < 0:
+            raise ValueError("queries contain NaN or inf")
+        if r[0, -1] < 0 and (r >= 0).sum() < min(k, view.live):
+            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
+            return r[None, :], self._finish_dist(d)[None, :]
+        return r, d
 
     def _scan_pairs(self, q, posts, qidx, k, arena, vmap):
         """Batched scan: pairs grouped by posting so each posting is read once for all the

@@ -7,10 +7,11 @@ can never confuse two partitions. Slots are compacted away on save/load.
 Readers take `snapshot()` once per query batch: an immutable `Routing` object (copy-on-write:
 writers build a new one and publish it with one attribute assignment).
 
-Navigation is one exact GEMM against all live centroids. At 1M vectors and ~7k partitions that
-is ~1M multiply-adds per query (~0.1 ms), under a tenth of the posting scans it feeds, so a
-second level (or a graph over centroids, as SPANN uses at billion scale) is not needed until
-~100k partitions (~20M vectors); `navigate` is the one place it would go.
+Batched navigation is one exact GEMM against all live centroids (`navigate`). One query ranks
+8-bit codes of the centroids and re-scores exactly the few the code error cannot rule out
+(`NavCodes`, `nav_arrays`, kernels.partition.nearest_slots): the same answer as an exact pass
+at a quarter of the memory traffic. A graph over the centroids (SPANN) would only pay off at
+~100k+ partitions.
 """
 from __future__ import annotations
 
@@ -24,57 +25,68 @@ from unidb.kernels.partition import rng_replicas, select_probes, topk_rows
 ASSIGN_CHUNK = 16384   # rows per GEMM when assigning vectors to centroids (bounds memory)
 
 
-# Two-level navigation for one-query search (SPANN navigates its centroids with a graph/tree;
-# a coarse k-means level is the in-memory equivalent). Measured at synth1m (~7k partitions):
-# the exact centroid pass cost ~300 us per query, ~90% of a query at recall 0.95.
-TWO_LEVEL_MIN = 2048     # live partitions before a coarse level is built (below: exact pass)
-GROUP_SIZE = 64          # centroids per coarse group
-NAV_GROUPS = 16          # coarse groups whose members are ranked exactly (~1k centroids)
-_EMPTY_F = np.zeros((0, 1), np.float32)
-_EMPTY_I = np.zeros(1, np.int64)
+# One-query navigation ranks every live centroid, like faiss IVF's coarse quantizer, but
+# over 8-bit codes of the centroids (a quarter of the bytes), then re-scores exactly the few
+# centroids the code error cannot rule out (kernels.partition.nearest_slots): the same answer
+# as an exact float32 pass. The exact pass is memory bound: at synth1m 4.6k float32 centroids
+# (2.4 MB) stream from L3 at ~13 ns each, ~60 us per query; the codes (600 kB, L2 resident)
+# take ~7 ns each, ~35-40 us with the candidates' exact re-score. (A coarse
+# k-means level over the centroids was used before; on synth1m its groups came out 1 to 2,326
+# centroids -- a group whose mean sits near the data mean is near every query -- so the 16
+# nearest groups held 84% of all centroids and navigation cost ~50 us.)
+NAV_REFIT = 2.0   # refit the code range once the live count drifts this factor from the fit
 
 
 @dataclass(frozen=True)
-class Nav:
-    """Coarse level over the centroids: k-means groups, members in CSR form (live slots only)."""
-    coarse: np.ndarray        # (G, dim) float32
-    coarse_norms: np.ndarray  # (G,) float32
-    group_of: np.ndarray      # (slots,) int64 group of every slot (-1: none)
-    member_off: np.ndarray    # (G+1,) int64
-    members: np.ndarray       # live slot ids grouped by group
-    built_live: int           # live partitions when the groups were fitted
+class NavCodes:
+    """Per-dimension 8-bit scalar quantization of the centroids, slot indexed: centroid c is
+    reconstructed as lo + step * code, and |c - reconstruction| <= err (rounded up)."""
+    lo: np.ndarray        # (dim,) float32
+    step: np.ndarray      # (dim,) float32
+    codes: np.ndarray     # (slots, dim) uint8
+    norms: np.ndarray     # (slots,) float32 squared norms of the reconstructions
+    err: np.ndarray       # (slots,) float32 bound on the reconstruction error
+    built_live: int       # live centroids when lo/step were fitted
 
     @staticmethod
-    def fit(centroids: np.ndarray, alive: np.ndarray, seed: int = 0) -> Nav:
-        from unidb.index.partition.kmeans import balanced_kmeans
+    def fit(centroids: np.ndarray, alive: np.ndarray) -> NavCodes:
         live = np.flatnonzero(alive)
-        g = max(2, int(np.ceil(len(live) / GROUP_SIZE)))
-        coarse, _ = balanced_kmeans(centroids[live], g, np.random.default_rng(seed))
-        coarse = np.ascontiguousarray(coarse, dtype=np.float32)
-        group_of = np.full(len(alive), -1, dtype=np.int64)
-        group_of[live] = np.argmin(sq_dists(centroids[live], coarse), axis=1)
-        return Nav._with(coarse, group_of, alive, len(live))
+        dim = centroids.shape[1]
+        if len(live):
+            c = centroids[live].astype(np.float64)
+            lo, hi = c.min(axis=0), c.max(axis=0)
+        else:
+            lo, hi = np.zeros(dim), np.ones(dim)
+        step = (hi - lo) / 255.0
+        step[~(step > 0)] = 1.0
+        empty = NavCodes(lo.astype(np.float32), step.astype(np.float32),
+                         np.zeros((0, dim), np.uint8), np.zeros(0, np.float32),
+                         np.zeros(0, np.float32), len(live))
+        return empty._append(centroids)
 
-    @staticmethod
-    def _with(coarse, group_of, alive, built_live) -> Nav:
-        live = np.flatnonzero(alive & (group_of >= 0))
-        order = live[np.argsort(group_of[live], kind="stable")]
-        off = np.searchsorted(group_of[order], np.arange(len(coarse) + 1)).astype(np.int64)
-        return Nav(coarse, np.einsum("ij,ij->i", coarse, coarse).astype(np.float32), group_of,
-                   off, order.astype(np.int64), built_live)
-
-    def extended(self, centroids: np.ndarray, alive: np.ndarray) -> Nav:
-        """Groups for a routing with more slots / fewer live ones: new slots join their
-        nearest group; refit when the live count drifted 2x from the fit."""
+    def extended(self, centroids: np.ndarray, alive: np.ndarray) -> NavCodes:
+        """Codes for a routing with more slots (appended) or fewer live ones; refit the
+        range when the live count drifted NAV_REFIT x from the fit (centroids outside the
+        range are clipped: still exact, only their error bound grows)."""
         n_live = int(alive.sum())
-        if not (self.built_live / 2 <= n_live <= self.built_live * 2):
-            return Nav.fit(centroids, alive)
-        group_of = np.full(len(alive), -1, dtype=np.int64)
-        group_of[:len(self.group_of)] = self.group_of
-        new = np.arange(len(self.group_of), len(alive))
-        if len(new):
-            group_of[new] = np.argmin(sq_dists(centroids[new], self.coarse), axis=1)
-        return Nav._with(self.coarse, group_of, alive, self.built_live)
+        if not (self.built_live / NAV_REFIT <= n_live <= self.built_live * NAV_REFIT):
+            return NavCodes.fit(centroids, alive)
+        return self._append(centroids)
+
+    def _append(self, centroids: np.ndarray) -> NavCodes:
+        new = centroids[len(self.codes):]
+        if len(new) == 0:
+            return self
+        x = new.astype(np.float64)
+        lo, step = self.lo.astype(np.float64), self.step.astype(np.float64)
+        code = np.clip(np.rint((x - lo) / step), 0, 255)
+        rec = lo + step * code
+        norms = np.einsum("ij,ij->i", rec, rec).astype(np.float32)
+        err = np.sqrt(np.einsum("ij,ij->i", x - rec, x - rec))
+        err = (err * (1 + 1e-6) + 1e-7).astype(np.float32)
+        return NavCodes(self.lo, self.step, np.concatenate([self.codes, code.astype(np.uint8)]),
+                        np.concatenate([self.norms, norms]), np.concatenate([self.err, err]),
+                        self.built_live)
 
 
 @dataclass(frozen=True)
@@ -82,37 +94,31 @@ class Routing:
     centroids: np.ndarray   # (slots, dim) float32; dead slots hold stale values
     cnorms: np.ndarray      # (slots,) float32 squared norms; +inf for dead slots (never nearest)
     alive: np.ndarray       # (slots,) bool
-    nav: Nav | None = None  # coarse level for one-query navigation (large indexes only)
+    nav: NavCodes | None = None  # centroid codes for one-query navigation
 
     @staticmethod
     def create(centroids: np.ndarray, cnorms: np.ndarray, alive: np.ndarray,
-               nav: Nav | None = None) -> Routing:
-        """A snapshot with its coarse level kept (extended) or built when large enough."""
-        n_live = int(alive.sum())
-        if n_live < TWO_LEVEL_MIN:
-            nav = None
-        elif nav is None:
-            nav = Nav.fit(centroids, alive)
-        else:
-            nav = nav.extended(centroids, alive)
+               nav: NavCodes | None = None) -> Routing:
+        """A snapshot with its navigation codes kept (extended) or fitted."""
+        nav = NavCodes.fit(centroids, alive) if nav is None else nav.extended(centroids, alive)
         return Routing(centroids, cnorms, alive, nav)
 
     def nav_arrays(self):
-        """(coarse, coarse_norms, member_off, member_vecs, member_norms, members, groups) for
-        the one-query kernel: live centroids copied contiguously in group order, so a query
-        reads its candidate groups sequentially (gathering ~1k scattered rows cost 4x more)."""
+        """(lo, step, codes, code_norms, code_err, bounds, slots, centroids, cnorms) for the
+        one-query kernel: the codes of the live slots copied contiguously (slots[r] is the
+        slot of codes[r]), bounds = [max code_err, max code_norms] (float64), the float32
+        centroids slot indexed for the exact re-score."""
         return self._cached("_nav_arrays", self._make_nav_arrays)
 
     def _make_nav_arrays(self):
-        n = self.nav
-        if n is None:   # no coarse level: one exact pass over the live slots
-            c, cn = self.live_centroids
-            ids = self.live_ids.astype(np.int64)
-            return (_EMPTY_F.reshape(0, self.centroids.shape[1]), np.zeros(0, np.float32),
-                    np.array([0, len(ids)], np.int64), c, cn, ids, 0)
-        return (n.coarse, n.coarse_norms, n.member_off,
-                np.ascontiguousarray(self.centroids[n.members]),
-                np.ascontiguousarray(self.cnorms[n.members]), n.members, NAV_GROUPS)
+        n = self.nav if self.nav is not None else NavCodes.fit(self.centroids, self.alive)
+        ids = self.live_ids.astype(np.int64)
+        err = np.ascontiguousarray(n.err[ids])
+        norms = np.ascontiguousarray(n.norms[ids])
+        bounds = np.array([err.max() if len(ids) else 0.0, norms.max() if len(ids) else 0.0],
+                          dtype=np.float64)
+        return (n.lo, n.step, np.ascontiguousarray(n.codes[ids]), norms, err, bounds, ids,
+                self.centroids, self.cnorms)
 
     @property
     def n_slots(self) -> int:

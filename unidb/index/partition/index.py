@@ -464,11 +464,8 @@ class PartitionIndex:
         """Valid entries of every live posting (a full pass; for stats and tests)."""
         view = self._view
         routing, arena, vmap = view.routing, view.arena, view.vmap
-        out = []
-        for p in routing.live_ids:
-            out.append(len(K.valid_positions(arena.rids, arena.vers, vmap, arena.packed,
-                                             np.array([p], dtype=np.int64))))
-        return np.array(out, dtype=np.int64)
+        return K.valid_counts(arena.rids, arena.vers, vmap, arena.packed,
+                              routing.live_ids.astype(np.int64))
 
     def stats(self) -> dict:
         """Counters and shape of the index (posting lengths count valid entries)."""

@@ -2,8 +2,8 @@
 
 A job is "maintain posting p": drop dead and stale copies; if still over the split limit,
 split it with balanced 2-means and reassign the vectors the two rules of §3 name; if it holds
-<= merge_threshold live vectors, retire it and reassign its rows to their new nearest
-partitions. One job holds the index mutex at a time, so inserts interleave with rebalancing
+<= merge_threshold valid entries, merge it with the nearest posting whose combined size fits
+(one new posting at the pair's mean) and reassign the rows the move of the centroid concerns. One job holds the index mutex at a time, so inserts interleave with rebalancing
 and queries never wait (they do not lock at all).
 
 Publication order keeps every live row visible to a concurrent reader at every instant:
@@ -32,10 +32,21 @@ COMPACT_VALID_FRACTION = 0.6
 # The whole arena is rewritten when more than this fraction of its rows is garbage.
 ARENA_GARBAGE_FRACTION = 0.5
 ARENA_MIN_ROWS = 1 << 16
+# ...or more than this fraction once the arena is this full: compacting writes only the valid
+# rows into fresh memory, where growing would copy every row, garbage included (first touch
+# of fresh pages ran at 0.4-0.8 GB/s on the benchmark VM: one growth cost 0.2-0.35 s)
+ARENA_FULL_FRACTION = 0.85
+ARENA_GARBAGE_FULL = 0.25
 # At most this many x ReassignK postings are checked because a new centroid is within reach
 # of their radius (bounds one split's work when radii are inflated by outliers).
 REACH_CAP_FACTOR = 1
 REACH_CAP_MIN = 64   # ...and only once it is big enough for that to matter
+# A merge looks for its partner among this many postings nearest to the small one...
+MERGE_NEIGHBOURS = 8
+# ...and takes the nearest whose combined valid entries fit in this fraction of max_posting:
+# the slack keeps the merged posting from splitting again at the next few inserts (and a split
+# half that came out under the threshold from being merged back into its sibling).
+MERGE_FILL = 0.75
 
 
 class Rebalancer:
@@ -169,11 +180,8 @@ def maintain(idx, p: int) -> list[int]:
 def _split(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
     opts = idx.options
     rng = np.random.default_rng([opts.seed, idx.counters["splits"]])
+    # rows go to their nearer new centroid unless one side would fall under 30% of them
     c2, a = balanced_two_means(vecs, rng)
-    # each row goes to the nearer new centroid: the balance penalty shaped the centroids, but
-    # a row kept on its farther side would sit outside its nearest partition for good
-    if len(c2) == 2:
-        a = (((vecs - c2[1]) ** 2).sum(1) < ((vecs - c2[0]) ** 2).sum(1)).astype(np.int64)
     if len(c2) < 2 or a.min() == a.max():     # degenerate (duplicates): split by position
         a = (np.arange(len(rids)) >= len(rids) // 2).astype(np.int64)
         c2 = np.stack([vecs[a == 0].mean(0), vecs[a == 1].mean(0)]).astype(np.float32)
@@ -199,46 +207,85 @@ def _split(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
         return np.einsum("ij,ij->i", diff, diff)
     do, d1, d2 = sqd(vecs, ao), sqd(vecs, c2[0]), sqd(vecs, c2[1])
     own = (do <= d1) & (do <= d2)
-    cand_r = [rids[own]]
-    cand_x = [vecs[own]]
-    evaluated = len(rids)
-    # neighbours: the ReassignK postings nearest to Ao (SPFresh), plus every posting within
-    # 2 x its radius of A1 or A2 (by the triangle inequality, no other posting can hold a row
-    # nearer to A1/A2 than to its own centroid); under drift the new centroids can sit far
-    # from Ao, next to rows parked in distant postings.
-    cd = new_routing.centroid_sq_dists(np.stack([ao, c2[0], c2[1]]).astype(np.float32))
-    kk = min(opts.reassign_k, cd.shape[1])
-    near = np.argpartition(cd[0], kk - 1)[:kk]
-    rad = idx._radius[:cd.shape[1]]
-    slack = np.sqrt(np.minimum(cd[1], cd[2])) - 2.0 * rad
-    reach = np.flatnonzero(slack < 0)
-    cap = max(REACH_CAP_FACTOR * opts.reassign_k, REACH_CAP_MIN)
-    if len(reach) > cap:
-        reach = reach[np.argsort(slack[reach], kind="stable")[:cap]]
-    near = np.union1d(near, reach)
-    near = near[(near != p1) & (near != p2) & new_routing.alive[near]].astype(np.int64)
-    arena = store.arena
-    # SPFresh tests neighbours against Ao; we test against the centroid of the posting a row
-    # is in, which is what "would a new centroid be nearer" means once p is gone
-    pos, ev = K.split_neighbour_candidates(arena.vecs, arena.rids, arena.vers, idx._vmap,
-                                           arena.packed, near, new_routing.centroids[near],
-                                           c2[0].astype(np.float32), c2[1].astype(np.float32))
-    evaluated += int(ev)
-    cand_r.append(arena.rids[pos])
-    cand_x.append(arena.vecs[pos])
-    idx.counters["reassign_evaluated"] += evaluated
-    cr = np.concatenate(cand_r)
-    cx = np.concatenate(cand_x)
-    if len(cr):
-        cr, first = np.unique(cr, return_index=True)
-        cx = cx[first]
-    more = _reassign(idx, cr, cx, only_if_moved=True)
+    nr, nx, near = _neighbour_candidates(idx, ao, c2[0], c2[1], (p1, p2))
+    cr, cx = _unique_rows([rids[own], nr], [vecs[own], nx])
+    idx.counters["reassign_evaluated"] += len(rids)
+    more = _reassign(idx, cr, cx, only_if_moved=True, among=np.concatenate([near, [p1, p2]]))
     return more + [int(pj) for pj in (p1, p2) if store.length(int(pj)) > opts.max_posting
                    or idx._plive[int(pj)] <= opts.merge_threshold]
 
 
+def _unique_rows(rid_parts, vec_parts):
+    cr = np.concatenate(rid_parts)
+    cx = np.concatenate(vec_parts)
+    if len(cr):
+        cr, first = np.unique(cr, return_index=True)
+        cx = cx[first]
+    return cr, cx
+
+
+def _neighbour_candidates(idx, anchor, a1, a2, new_ids):
+    """Rows of neighbouring postings that new centroid a1 or a2 is nearer to than their own
+    posting's centroid: (row ids, vectors, possibly repeated (replicas); the neighbour slots).
+
+    Neighbours: the ReassignK postings nearest to `anchor` (SPFresh: the old centroid), plus
+    every posting within 2 x its radius of a1 or a2 (by the triangle inequality, no other
+    posting can hold a row nearer to a1/a2 than to its own centroid); under drift a new
+    centroid can sit far from the old one, next to rows parked in distant postings. (Using the
+    same bound to prune the nearest ReassignK skipped nothing on synth200k drift: radii are
+    maxima over every row ever appended, so all near postings are in reach.)"""
+    opts = idx.options
+    routing = idx._routing
+    ids = routing.live_ids           # distances over live slots only: retired ones pile up
+    cd = routing.live_scores(np.stack([anchor, a1, a2]).astype(np.float32), False)
+    kk = min(opts.reassign_k, len(ids))
+    near = np.argpartition(cd[0], kk - 1)[:kk]
+    idx._ensure_plive(routing.n_slots)
+    slack = np.sqrt(np.minimum(cd[1], cd[2])) - 2.0 * idx._radius[ids]
+    reach = np.flatnonzero(slack < 0)
+    cap = max(REACH_CAP_FACTOR * opts.reassign_k, REACH_CAP_MIN)
+    if len(reach) > cap:
+        reach = reach[np.argsort(slack[reach], kind="stable")[:cap]]
+    near = ids[np.union1d(near, reach)]
+    near = near[~np.isin(near, np.asarray(new_ids, dtype=np.int64))].astype(np.int64)
+    arena = idx._store.arena
+    # SPFresh tests neighbours against Ao; we test against the centroid of the posting a row
+    # is in, which is what "would a new centroid be nearer" means once the old one is gone
+    pos, ev = K.split_neighbour_candidates(arena.vecs, arena.rids, arena.vers, idx._vmap,
+                                           arena.packed, near, routing.centroids[near],
+                                           np.asarray(a1, np.float32), np.asarray(a2, np.float32))
+    idx.counters["reassign_evaluated"] += int(ev)
+    return arena.rids[pos], arena.vecs[pos], near
+
+
 def _merge(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
-    """Retire p; its rows whose primary copy lived there move to their new nearest postings."""
+    """Merge small posting p with the nearest posting q whose combined size fits: both retire
+    and one posting at their mean takes every valid entry; then rows nearer to another
+    centroid now (from the pair, or neighbours the new centroid is nearer to) are reassigned.
+    With no partner that fits, p retires and its rows go to their nearest postings."""
+    opts = idx.options
+    routing = idx._routing
+    if len(rids) == 0:            # nothing to move: just stop routing to p
+        idx._routing, _ = routing.with_changes([p], np.zeros((0, idx.dim), np.float32))
+        idx._store.retire(p)
+        idx.counters["merges"] += 1
+        return []
+    ids = routing.live_ids
+    d = routing.live_scores(routing.centroids[p][None, :], False)[0]
+    d[ids == p] = np.inf
+    kk = min(MERGE_NEIGHBOURS, len(d))
+    cand = np.argpartition(d, kk - 1)[:kk]
+    cand = cand[np.argsort(d[cand], kind="stable")]
+    limit = MERGE_FILL * opts.max_posting
+    for j in cand:
+        if not np.isfinite(d[j]):
+            break
+        q = int(ids[j])
+        qv, qs, qr, qvers, _ = _valid_entries(idx, q)
+        if len(qr) + len(rids) <= limit:
+            return _merge_pair(idx, p, int(q), np.concatenate([vecs, qv]),
+                               np.concatenate([sqn, qs]), np.concatenate([rids, qr]),
+                               np.concatenate([vers, qvers]))
     mine = idx._primary[rids] == p
     exclude = np.array([p], dtype=np.int64)
     more = _reassign(idx, rids[mine], vecs[mine], only_if_moved=False, exclude=exclude)
@@ -248,14 +295,47 @@ def _merge(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
     return more
 
 
+def _merge_pair(idx, p: int, q: int, vecs, sqn, rids, vers) -> list[int]:
+    opts = idx.options
+    rids, first = np.unique(rids, return_index=True)     # a row with copies in both: once
+    vecs, sqn, vers = vecs[first], sqn[first], vers[first]
+    c = vecs.astype(np.float64).mean(axis=0).astype(np.float32)
+    new_routing, (r,) = idx._routing.with_changes([p, q], c[None, :])
+    r = int(r)
+    store = idx._store
+    store.create(r, vecs, sqn, rids, vers)
+    prim = np.isin(idx._primary[rids], (p, q))
+    idx._set_primary(rids[prim], np.full(int(prim.sum()), r, dtype=np.int64))
+    idx._routing = new_routing                     # publish: p and q retired, r routed
+    idx._widen_radius(np.full(len(rids), r, dtype=np.int64), vecs)
+    store.retire(p)
+    store.retire(q)
+    idx.counters["merges"] += 1
+    # only the pair's rows are re-checked: the centroid moves by n_p / (n_p + n_q) of the gap
+    # towards a posting of <= merge_threshold rows, so few neighbour rows could prefer it, and
+    # scanning ReassignK neighbours for them cost 40% of a merge with no recall to show for it
+    # (bench/drift.py, synth200k: recall within 0.002 of the scanning variant at every step)
+    idx.counters["reassign_evaluated"] += len(rids)
+    ids = new_routing.live_ids
+    d = new_routing.live_scores(c[None, :], False)[0]
+    kk = min(opts.reassign_k, len(ids))
+    more = _reassign(idx, rids, vecs, only_if_moved=True, among=ids[np.argpartition(d, kk - 1)[:kk]])
+    if store.length(r) > opts.max_posting or idx._plive[r] <= opts.merge_threshold:
+        more.append(r)
+    return more
+
+
 def _reassign(idx, rids: np.ndarray, vecs: np.ndarray, only_if_moved: bool,
-              exclude: np.ndarray | None = None) -> list[int]:
-    """Recompute the postings of rows; rows whose nearest posting changed get a new version
-    and fresh copies (older copies turn stale). Returns postings now over the split limit."""
+              exclude: np.ndarray | None = None, among: np.ndarray | None = None) -> list[int]:
+    """Recompute the postings of rows (among the slots `among` if given: the neighbourhood
+    of a split or merge, where a candidate's nearest centroid lies; a full pass over every
+    centroid per job was 30% of rebalancing at synth200k and grows with the index); rows
+    whose nearest posting changed get a new version and fresh copies (older copies turn
+    stale). Returns postings now over the split limit or drained under the merge threshold."""
     if len(rids) == 0:
         return []
     opts = idx.options
-    assign = idx._routing.assign(vecs, opts.eps1, opts.replicas, exclude=exclude)
+    assign = idx._routing.assign(vecs, opts.eps1, opts.replicas, exclude=exclude, among=among)
     if only_if_moved:
         moved = assign[:, 0] != idx._primary[rids]
         rids, vecs, assign = rids[moved], vecs[moved], assign[moved]
@@ -276,16 +356,12 @@ def _reassign(idx, rids: np.ndarray, vecs: np.ndarray, only_if_moved: bool,
 def _maybe_compact_arena(idx) -> None:
     """Rewrite the arena without garbage (retired slices, dead and stale copies)."""
     store = idx._store
-    if store.tail < ARENA_MIN_ROWS or store.garbage < ARENA_GARBAGE_FRACTION * store.tail:
+    if store.tail < ARENA_MIN_ROWS:
         return
-    routing, arena, vmap = idx._routing, store.arena, idx._vmap
-    live = routing.live_ids
-    lens = np.zeros(routing.n_slots, dtype=np.int64)
-    pos = []
-    for p in live:
-        vp = K.valid_positions(arena.rids, arena.vers, vmap, arena.packed, np.array([p], np.int64))
-        lens[p] = len(vp)
-        pos.append(vp)
-    pos = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-    store.bulk_load(lens, arena.vecs[pos], arena.sqn[pos], arena.rids[pos], arena.vers[pos])
+    nearly_full = store.tail > ARENA_FULL_FRACTION * store.capacity
+    if store.garbage < (ARENA_GARBAGE_FULL if nearly_full else ARENA_GARBAGE_FRACTION) * store.tail:
+        return
+    arena, vmap = store.arena, idx._vmap
+    live = idx._routing.live_ids.astype(np.int64)
+    store.compact(live, K.valid_counts(arena.rids, arena.vers, vmap, arena.packed, live), vmap)
     idx.counters["arena_compactions"] += 1

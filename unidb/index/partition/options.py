@@ -15,9 +15,12 @@ TARGET_SQRT_DIV = 4.0
 # within [~MAX/2 .. MAX] as they grow. Default (None) = MAX_POSTING_RATIO x target: 1.6 keeps
 # the build's p99/median under 2 (synth200k: p50 131, p99 253 with 256; 320 gave 312 = 2.3x).
 MAX_POSTING_RATIO = 1.6
-# LIRE merge: a posting with this many live vectors or fewer is absorbed by its neighbours
-# (SPFresh's MergeThreshold).
-MERGE_THRESHOLD = 10
+# LIRE merge: a posting with this many valid entries or fewer is merged into a near posting
+# whose combined size fits (SPFresh's MergeThreshold). Default (None) = MERGE_RATIO x max:
+# postings then live in [0.35 max .. max], and the length distribution's p99/median stays under
+# 2 while deletes hollow out old regions (bench/drift.py, synth200k: a fixed 10 left p99/median
+# at 6 because postings shrank to 11 entries first; 0.3 reached 2.04, 0.35 peaks at 1.85).
+MERGE_RATIO = 0.35
 # Boundary replication (SPANN closure): at most this many copies of a vector (<= 8 in SPANN)...
 REPLICAS = 4
 # ...in partitions whose centroid is within (1 + EPS1) of the nearest one's distance.
@@ -40,7 +43,7 @@ STORAGE = "memory"
 class PartitionOptions:
     target_posting: int | None = None     # None: max(TARGET_POSTING, sqrt(n)/TARGET_SQRT_DIV)
     max_posting: int | None = None        # None: MAX_POSTING_RATIO x target_posting
-    merge_threshold: int = MERGE_THRESHOLD
+    merge_threshold: int | None = None   # None: MERGE_RATIO x max_posting
     replicas: int = REPLICAS
     eps1: float = EPS1
     eps2: float = EPS2
@@ -55,7 +58,11 @@ class PartitionOptions:
         if t is None:
             t = max(TARGET_POSTING, int(round(float(n) ** 0.5 / TARGET_SQRT_DIV)))
         m = self.max_posting if self.max_posting is not None else int(round(MAX_POSTING_RATIO * t))
-        return replace(self, target_posting=int(t), max_posting=int(m)).validate()
+        mt = self.merge_threshold
+        if mt is None:
+            mt = max(1, int(MERGE_RATIO * m))
+        return replace(self, target_posting=int(t), max_posting=int(m),
+                       merge_threshold=int(mt)).validate()
 
     def validate(self) -> PartitionOptions:
         if not 1 <= self.replicas <= 8:
@@ -63,8 +70,10 @@ class PartitionOptions:
         if self.target_posting is not None and self.target_posting < 2:
             raise ValueError(f"target_posting must be >= 2, got {self.target_posting}")
         # (None sizes are fixed by resolved(n) at build time)
+        if self.merge_threshold is not None and self.merge_threshold < 0:
+            raise ValueError(f"merge_threshold must be >= 0, got {self.merge_threshold}")
         if self.target_posting is not None and self.max_posting is not None and (
-                self.max_posting < 2 * max(self.merge_threshold, 1)
+                self.max_posting < 2 * max(self.merge_threshold or 0, 1)
                 or self.max_posting < self.target_posting):
             raise ValueError(f"max_posting ({self.max_posting}) must be >= target_posting "
                              f"({self.target_posting}) and >= 2 * merge_threshold ({self.merge_threshold})")

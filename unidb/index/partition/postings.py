@@ -27,7 +27,10 @@ from unidb.kernels.partition import LEN_BITS, LEN_MASK
 MIN_SLICE = 16          # smallest slice given to a posting: avoids a relocation per tiny append
 SLICE_GROWTH = 1.5      # a relocated posting gets 1.5x the space it needs: amortised O(1) appends
 ARENA_GROWTH = 2.0      # a full arena is copied into one 2x larger (plus what is needed)
-ARENA_SLACK = 1.25      # a rebuilt arena (build, load, compaction) keeps 25% free rows for appends
+ARENA_SLACK = 1.25      # a rebuilt arena (build, load) keeps 25% free rows for appends...
+# ...and a compacted one (only ever under churn) twice its rows: with 1.25 the next few splits
+# filled it and it was copied into a 2x arena right after the compaction (bench/drift.py)
+COMPACT_SLACK = 2.0
 
 
 @dataclass
@@ -69,6 +72,11 @@ class PostingStore:
     def n_slots(self) -> int:
         return len(self.arena.packed)
 
+    @property
+    def capacity(self) -> int:
+        """Arena rows allocated (tail <= capacity)."""
+        return len(self.arena.rids)
+
     def length(self, p: int) -> int:
         return int(self.arena.packed[p]) & LEN_MASK
 
@@ -82,6 +90,16 @@ class PostingStore:
     def _ensure(self, rows_needed: int, slots_needed: int) -> None:
         a = self.arena
         if self.tail + rows_needed <= len(a.rids) and slots_needed <= len(a.packed):
+            return
+        if self.tail + rows_needed <= len(a.rids):
+            # only the slot table is full: new table, same row arrays (entries past a
+            # published length are invisible to readers of the old table)
+            slots = int(max(len(a.packed) * 2, slots_needed))
+            packed = np.zeros(slots, dtype=np.int64)
+            caps = np.zeros(slots, dtype=np.int64)
+            packed[:len(a.packed)] = a.packed
+            caps[:len(a.caps)] = a.caps
+            self.arena = Arena(a.vecs, a.sqn, a.rids, a.vers, packed, caps)   # publish
             return
         rows = len(a.rids)
         if self.tail + rows_needed > rows:
@@ -176,6 +194,26 @@ class PostingStore:
         b.vers[dst] = vers
         b.caps[:P] = caps
         b.packed[:P] = (offs << LEN_BITS) | lens.astype(np.int64)
+        self.tail = total
+        self.garbage = 0
+        self.arena = b
+        self._release(old)
+
+    def compact(self, posts: np.ndarray, lens: np.ndarray, vmap: np.ndarray,
+                slack: float = SLICE_GROWTH) -> None:
+        """Rewrite the arena keeping only the valid entries (`lens[t]` of them) of postings
+        `posts`, each given room to grow; other slots become empty. Readers holding the old
+        arena keep it."""
+        from unidb.kernels.partition import copy_valid
+        old = self.arena
+        caps = np.maximum(MIN_SLICE, (lens * slack).astype(np.int64))
+        offs = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
+        total = int(caps.sum())
+        b = self._new_arena(int(total * COMPACT_SLACK) + 1024, len(old.packed))
+        copy_valid(old.vecs, old.sqn, old.rids, old.vers, vmap, old.packed, posts, offs,
+                   b.vecs, b.sqn, b.rids, b.vers)
+        b.caps[posts] = caps
+        b.packed[posts] = (offs << LEN_BITS) | lens.astype(np.int64)
         self.tail = total
         self.garbage = 0
         self.arena = b

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unidb.index.partition.kmeans import sq_dists
-from unidb.kernels.partition import rng_replicas, select_probes, topk_rows
+from unidb.kernels.partition import rng_replicas, select_probes, topk_within
 
 ASSIGN_CHUNK = 16384   # rows per GEMM when assigning vectors to centroids (bounds memory)
 
@@ -212,16 +212,21 @@ class Routing:
         return self.live_ids[o], d[o]
 
     def assign(self, x: np.ndarray, eps1: float, replicas: int,
-               exclude: np.ndarray | None = None) -> np.ndarray:
+               exclude: np.ndarray | None = None, among: np.ndarray | None = None) -> np.ndarray:
         """Postings for each row of x by the replication rule: (n, replicas) ids, -1 padded.
 
         Assignment is by L2 for every metric (inner-product indexes cluster by L2 as well).
-        `exclude` (slot ids) are treated as dead (used by a merge before publishing).
+        `exclude` (slot ids) are treated as dead (used by a merge before publishing); `among`
+        (live slot ids) restricts the choice to those slots (LIRE's local reassignment).
         """
         n = len(x)
         out = np.full((n, replicas), -1, dtype=np.int64)
         ids = self.live_ids
         c, cn = self.live_centroids
+        if among is not None:
+            ids = np.unique(np.asarray(among, dtype=np.int64))
+            ids = ids[self.alive[ids]]
+            c, cn = self.centroids[ids], self.cnorms[ids]
         if exclude is not None and len(exclude):
             keep = ~np.isin(ids, exclude)
             ids, c, cn = ids[keep], c[keep], cn[keep]
@@ -231,7 +236,9 @@ class Routing:
         for s in range(0, n, ASSIGN_CHUNK):
             xs = x[s:s + ASSIGN_CHUNK]
             d = sq_dists(xs, c, cn).astype(np.float32, copy=False)
-            top, td = topk_rows(d, cands)
+            # squared-distance bound of the eps1 rule, widened a hair so rounding never drops
+            # a centroid rng_replicas (which decides on true distances) would keep
+            top, td = topk_within(d, cands, (1.0 + eps1) ** 2 * (1.0 + 1e-5) + 1e-12)
             td = np.sqrt(td)
             local = rng_replicas(top, td, c, eps1, replicas)
             out[s:s + len(xs)] = np.where(local >= 0, ids[np.maximum(local, 0)], -1)

@@ -8,6 +8,7 @@ import pytest
 
 from unidb import datasets
 from unidb.index.partition import PartitionIndex, PartitionOptions
+from unidb.index.partition.kmeans import balanced_two_means
 from unidb.kernels import partition as K
 from unidb.query.iterator import ScanIterator, iterate
 
@@ -209,7 +210,68 @@ def test_random_update_sequences_keep_invariants():
                 assert len(g) == len(set(g.tolist())), "a row appeared twice in one result"
     check_invariants(idx, rows)
     st = idx.stats()
-    assert st["splits"] > 0 and st["merges"] >= 0
+    assert st["splits"] > 0 and st["merges"] > 0
+
+
+def test_split_cuts_scattered_postings_in_two_real_halves():
+    # a hub posting: a few rows from each of 300 distant clusters (what new mixture components
+    # pile into before they have partitions of their own, bench/drift.py)
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((300, 128)) * 10
+    x = (centers[rng.integers(0, 300, 1500)] + rng.standard_normal((1500, 128))).astype(np.float32)
+    for seed in range(5):
+        _, a = balanced_two_means(x, np.random.default_rng(seed))
+        assert np.bincount(a, minlength=2).min() >= 0.3 * len(x)
+    # a posting of two clean clusters splits along them, every row with its nearer centroid
+    y = np.concatenate([rng.standard_normal((250, 8)) + 10,
+                        rng.standard_normal((150, 8)) - 10]).astype(np.float32)
+    c, a = balanced_two_means(y, np.random.default_rng(0))
+    near = ((y - c[1]) ** 2).sum(1) < ((y - c[0]) ** 2).sum(1)
+    np.testing.assert_array_equal(a.astype(bool), near)
+    assert sorted(np.bincount(a).tolist()) == [150, 250]
+    _, a = balanced_two_means(np.ones((50, 4), np.float32), np.random.default_rng(0))
+    assert 0 < a.sum() < 50                      # identical rows still split
+
+
+def test_hollowed_postings_merge_into_a_neighbour_that_fits():
+    rng = np.random.default_rng(12)
+    x = mixture(rng, 4000)
+    opts = PartitionOptions(target_posting=40, max_posting=80, reassign_k=16)
+    idx = PartitionIndex.build(np.arange(len(x)), x, "l2", opts)
+    assert idx.options.merge_threshold == 28    # default: 0.35 x max_posting
+    rows = {i: x[i] for i in range(len(x))}
+    order = rng.permutation(len(x))
+    for part in np.array_split(order[:3200], 8):    # delete 80% of the rows, 10% at a time
+        idx.delete(part)
+        for r in part:
+            del rows[int(r)]
+    lens = idx.posting_live_lengths()
+    st = idx.stats()
+    assert st["merges"] > 0
+    # postings stay near their target size (a fixed threshold of 10 left a median of 14.5)
+    assert np.median(lens) >= opts.target_posting / 2, np.median(lens)
+    assert np.percentile(lens, 99) < 2 * np.median(lens), (np.median(lens), np.percentile(lens, 99))
+    assert (lens <= idx.options.merge_threshold).mean() <= 0.05
+    assert lens.max() <= idx.options.max_posting
+    check_invariants(idx, rows)
+    ids = np.array(sorted(rows))[:100]
+    got, _ = idx.search(x[ids], 1, nprobe=st["postings"])
+    np.testing.assert_array_equal(got[:, 0], ids)
+
+
+def test_assign_among_a_neighbourhood_is_the_full_pass_restricted_to_it():
+    rng = np.random.default_rng(13)
+    centers = rng.standard_normal((20, 16)) * 3
+    idx = PartitionIndex.build(np.arange(3000), mixture(rng, 3000, centers=centers), "l2", SMALL)
+    routing = idx._routing
+    v = mixture(rng, 300, centers=centers)
+    full = routing.assign(v, 0.1, 4)
+    np.testing.assert_array_equal(routing.assign(v, 0.1, 4, among=routing.live_ids), full)
+    sub = routing.live_ids[::3]
+    part = routing.assign(v, 0.1, 4, among=sub)
+    assert np.isin(part[part >= 0], sub).all()
+    d = ((v[:, None, :].astype(np.float64) - routing.centroids[sub][None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(part[:, 0], sub[np.argmin(d, axis=1)])
 
 
 def test_delete_everything_then_add_again():

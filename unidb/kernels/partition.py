@@ -700,14 +700,14 @@ def select_probes(d, m, eps2, prune):
 
 
 @nb.njit(cache=True, nogil=True)
-def topk_within(d, c, ratio):
+def topk_within(d, mins, c, ratio):
     """Per row of d (n x slots, +inf = absent): the at most c smallest entries that are
-    <= ratio x the row's minimum, their columns and values ascending (ties by column), padded
-    with -1 / +inf.
+    <= ratio x the row's minimum (`mins`, from numpy's vectorised d.min(axis=1)), their
+    columns and values ascending (ties by column), padded with -1 / +inf.
 
-    Replica assignment only looks at centroids within (1 + eps1) of the nearest, so two flat
-    passes (the minimum, then the few entries under the bound) replace a heap over every
-    entry: ~2 ns per entry instead of ~4 (the heap's branches mispredict)."""
+    Replica assignment only looks at centroids within (1 + eps1) of the nearest, so one flat
+    pass collecting the few entries under the bound replaces a heap over every entry: ~0.8 ns
+    per entry instead of ~4 (the heap's branches mispredict)."""
     n, P = d.shape
     ids = np.full((n, c), -1, dtype=np.int64)
     vals = np.full((n, c), np.inf, dtype=np.float64)
@@ -715,19 +715,14 @@ def topk_within(d, c, ratio):
     br = np.empty(P, dtype=np.int64)
     for qi in range(n):
         row = d[qi]
-        m = np.inf
-        for p in range(P):
-            v = row[p]
-            if v < m:
-                m = v
+        m = mins[qi]
         if not m < np.inf:
             continue
         thr = m * ratio
         k = 0
         for p in range(P):
-            v = row[p]
-            if v <= thr:
-                bd[k] = v
+            if row[p] <= thr:
+                bd[k] = row[p]
                 br[k] = p
                 k += 1
         # insertion sort by (value, column): k is a handful

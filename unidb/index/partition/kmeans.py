@@ -124,18 +124,21 @@ def balanced_two_means(x: np.ndarray, rng: np.random.Generator, iters: int = SPL
     d0 = ((xd - c0) ** 2).sum(axis=1)
     c1 = xd[int(np.argmax(d0))]              # farthest row from a random one (2-means++ style)
     lo = max(1, int(min_side * n))
-    a = np.zeros(n, dtype=bool)
+    total = xd.sum(axis=0)
+    a = None
     for _ in range(iters):
         # s > 0 <=> row nearer to c1: |x-c0|^2 - |x-c1|^2 = 2 x.(c1-c0) + |c0|^2 - |c1|^2
-        s = 2.0 * (xd @ (c1 - c0)) + c0 @ c0 - c1 @ c1
+        s = xd @ (2.0 * (c1 - c0)) + (c0 @ c0 - c1 @ c1)
         new = s > 0
-        ones = int(new.sum())
+        ones = int(np.count_nonzero(new))
         if ones < lo or ones > n - lo:
-            take = lo if ones < lo else n - lo
+            ones = lo if ones < lo else n - lo
             new = np.zeros(n, dtype=bool)
-            new[np.argpartition(-s, take - 1)[:take]] = True
-        if (new == a).all() and _ > 0:
+            new[np.argpartition(-s, ones - 1)[:ones]] = True
+        if a is not None and np.array_equal(new, a):
             break
         a = new
-        c0, c1 = xd[~a].mean(axis=0), xd[a].mean(axis=0)
+        s1 = a.astype(np.float64) @ xd            # side sums by one GEMV, not two gathers
+        c1 = s1 / ones
+        c0 = (total - s1) / (n - ones)
     return np.stack([c0, c1]).astype(np.float32), a.astype(np.int64)

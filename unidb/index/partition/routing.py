@@ -238,7 +238,8 @@ class Routing:
             d = sq_dists(xs, c, cn).astype(np.float32, copy=False)
             # squared-distance bound of the eps1 rule, widened a hair so rounding never drops
             # a centroid rng_replicas (which decides on true distances) would keep
-            top, td = topk_within(d, cands, (1.0 + eps1) ** 2 * (1.0 + 1e-5) + 1e-12)
+            top, td = topk_within(d, d.min(axis=1), cands,
+                                  (1.0 + eps1) ** 2 * (1.0 + 1e-5) + 1e-12)
             td = np.sqrt(td)
             local = rng_replicas(top, td, c, eps1, replicas)
             out[s:s + len(xs)] = np.where(local >= 0, ids[np.maximum(local, 0)], -1)

@@ -49,6 +49,13 @@ class CorruptionError(UnidbError):
     """A stored file failed its checksum or format check before its tail (names file and offset)."""
 
 
+class StorageError(UnidbError, OSError):
+    """A file operation failed (disk full, I/O error, permissions). `errno` is the OS's code.
+
+    A write that raised this was not applied; what was acknowledged before is kept. The
+    message names the file and the operation."""
+
+
 class AuthError(UnidbError):
     """A request to a server lacked a valid API key, or the key's role forbids the action."""
 
@@ -59,5 +66,5 @@ class LimitError(UnidbError):
 
 __all__ = [
     "UnidbError", "SchemaError", "ValidationError", "NotFoundError", "QueryError",
-    "LockedError", "ReadOnlyError", "CorruptionError", "AuthError", "LimitError",
+    "LockedError", "ReadOnlyError", "CorruptionError", "StorageError", "AuthError", "LimitError",
 ]

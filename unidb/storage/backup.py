@@ -94,9 +94,7 @@ def _copy_table(store: TableStore, target: Path) -> dict:
 
 
 def _copy_file(src: Path, dst: Path) -> int:
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        shutil.copyfileobj(fi, fo, length=1 << 20)
-        files.fsync_file(fo)
+    files.copy_file(src, dst)
     return dst.stat().st_size
 
 
@@ -124,8 +122,7 @@ def restore(source: str | os.PathLike, target: str | os.PathLike) -> dict:
         _copy_tree(source, staging)
         if target.exists():
             target.rmdir()
-        staging.rename(target)
-        files.fsync_dir(target.parent)
+        files.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

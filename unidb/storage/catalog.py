@@ -17,13 +17,13 @@ import shutil
 import time
 from pathlib import Path
 
-from unidb.errors import NotFoundError, SchemaError, UnidbError
+from unidb.errors import CorruptionError, NotFoundError, SchemaError, UnidbError
 from unidb.storage import files
 from unidb.storage.lock import WriterLock
 from unidb.storage.manifest import manifest_path
 
 MARKER = "unidb.json"
-FORMAT = "unidb-db/1"
+FORMAT = "unidb-db/2"          # 2: every file checksummed (docs/storage.md)
 TABLES = "tables"
 # Names become folder names: a strict pattern rules out path traversal and odd filesystems.
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
@@ -33,7 +33,17 @@ class DatabaseFolder:
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
+        if self.path.exists() and not self.path.is_dir():
+            raise UnidbError(f"{self.path} is a file, not a unidb database folder; pass a "
+                             f"folder path (it is created if missing)")
         self.lock = WriterLock(self.path)
+        try:
+            self._open(read_only)
+        except BaseException:
+            self.lock.release()                  # a failed open must not keep the lock
+            raise
+
+    def _open(self, read_only: bool) -> None:
         marker = self.path / MARKER
         if not marker.exists():
             if read_only:
@@ -50,7 +60,8 @@ class DatabaseFolder:
         else:
             fmt = files.read_json(marker).get("format")
             if fmt != FORMAT:
-                raise UnidbError(f"{marker}: unsupported database format {fmt!r}")
+                raise CorruptionError(f"{marker}: unsupported database format {fmt!r} (this "
+                                      f"unidb reads {FORMAT!r})")
             if not read_only:
                 self.lock.acquire()
             files.ensure_dir(self.path / TABLES) if not read_only else None
@@ -94,8 +105,7 @@ class DatabaseFolder:
 
     def publish(self, staging: Path, name: str) -> Path:
         target = self.table_dir(name)
-        staging.rename(target)
-        files.fsync_dir(target.parent)
+        files.rename(staging, target)
         return target
 
     def drop(self, name: str) -> None:
@@ -103,6 +113,5 @@ class DatabaseFolder:
         if not target.exists():
             raise NotFoundError(f"table {name!r} does not exist")
         trash = self.path / TABLES / f".drop-{name}-{time.time_ns()}"
-        target.rename(trash)
-        files.fsync_dir(trash.parent)
+        files.rename(target, trash)
         shutil.rmtree(trash, ignore_errors=True)

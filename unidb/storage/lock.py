@@ -30,10 +30,14 @@ class WriterLock:
             raise LockedError(f"database {self.path.parent} is open for writing by {who}; "
                               f"close it there, or open with read_only=True",
                               pid=holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        os.fsync(fd)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError as e:
+            # The pid is only for messages: the lock is held, so go on without it.
+            _ = e
 
     def release(self) -> None:
         if self._fd is not None:

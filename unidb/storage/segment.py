@@ -2,46 +2,47 @@
 
 A segment holds the table's columns plus `_rowid` (int64, strictly increasing) as a single
 record batch, so every column maps to one contiguous buffer that is memory-mapped on read
-and viewed by numpy without copying.
+and viewed by numpy without copying. The Arrow file is followed by unidb's checksum footer
+(storage/files.py), verified when the segment is opened.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from unidb.errors import CorruptionError
-from unidb.storage.files import fsync_dir, fsync_file, TMP_SUFFIX
+from unidb.storage import files
+from unidb.storage.parts import ROWID
 
-import os
 
-
-def write_segment(path: Path, table: pa.Table) -> int:
-    """Write `table` as one record batch to `path` durably; returns bytes written."""
-    path = Path(path)
+def write_segment(path: Path, table: pa.Table) -> None:
+    """Write `table` as one record batch to `path` durably, checksummed."""
     table = table.combine_chunks()
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
+    batches = table.to_batches(max_chunksize=None) or \
+        [pa.RecordBatch.from_pylist([], schema=table.schema)]
+
+    def fill(f: files.WriteFile) -> None:
         with pa.ipc.new_file(f, table.schema) as w:
-            for b in table.to_batches(max_chunksize=None) or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
+            for b in batches:
                 w.write_batch(b)
-        fsync_file(f)
-        size = f.tell()
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return size
+
+    files.atomic_write_stream(path, fill)
 
 
 def read_segment(path: Path) -> pa.Table:
-    """Open a segment memory-mapped (zero-copy)."""
+    """Open a segment memory-mapped (zero-copy), verifying its checksum and row ids."""
+    mm, length = files.map_verified(path)
     try:
-        source = pa.memory_map(str(path), "r")
-        reader = pa.ipc.open_file(source)
-        table = reader.read_all()
-    except FileNotFoundError:
-        raise
+        table = pa.ipc.open_file(pa.py_buffer(mm).slice(0, length)).read_all()
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptionError(f"{path}: unreadable segment: {e}") from None
     if table.num_columns and any(c.num_chunks > 1 for c in table.columns):
         table = table.combine_chunks()
+    if ROWID not in table.column_names:
+        raise CorruptionError(f"{path}: segment has no {ROWID} column")
+    ids = table.column(ROWID).to_numpy()
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():
+        raise CorruptionError(f"{path}: segment row ids are not strictly increasing")
     return table

@@ -18,10 +18,12 @@ save after the switch and by load before reading.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
+from unidb.errors import CorruptionError
 from unidb.index.partition.options import PartitionOptions
 from unidb.index.partition.routing import Routing
 from unidb.kernels import partition as K
@@ -32,6 +34,7 @@ PREFIX = "pidx-"
 FORMAT = 1
 _ARRAYS = ("centroids", "lens", "vecs", "sqn", "rids", "vers", "vmap", "primary")
 _GARBAGE_PREFIXES = (PREFIX, "postings-work-")
+_GENERATION = re.compile(rf"^{PREFIX}(\d+)-")
 
 
 def _snapshot(idx) -> dict[str, np.ndarray]:
@@ -74,9 +77,10 @@ def save(idx, folder, covered: int) -> None:
     folder = files.ensure_dir(folder)
     snap = _snapshot(idx)
     man_path = folder / MANIFEST
-    gen = 1
-    if man_path.exists():
-        gen = int(files.read_json(man_path)["generation"]) + 1
+    # The next generation is read from the file names, not the manifest: a damaged manifest
+    # must not stop the save that replaces it.
+    gen = 1 + max((int(m.group(1)) for f in folder.iterdir()
+                   if (m := _GENERATION.match(f.name))), default=0)
     names = {}
     for key in _ARRAYS:
         name = f"{PREFIX}{gen}-{key}.npy"
@@ -100,7 +104,8 @@ def load(cls, folder):
         raise FileNotFoundError(f"no partition index snapshot in {folder} (missing {MANIFEST})")
     man = files.read_json(man_path)
     if man.get("format") != FORMAT:
-        raise ValueError(f"{man_path}: unsupported format {man.get('format')!r} (expected {FORMAT})")
+        raise CorruptionError(f"{man_path}: unsupported format {man.get('format')!r} "
+                              f"(expected {FORMAT})")
     _collect_garbage(folder, set(man["files"].values()))
     arr = {k: files.read_npy(folder / man["files"][k], mmap=True) for k in _ARRAYS}
     opts = PartitionOptions(**man["options"])

@@ -125,12 +125,12 @@ class TextIndex(InvertedIndex):
     def _extra_files(self, folder, gen: int) -> dict:
         if self._vocab_file is None or self._vocab_saved != len(self._vocab):
             name = f"vocab-{gen}.json"
-            files.atomic_write_json(folder / name, list(self._vocab))
+            files.atomic_write_json(folder / name, {"terms": list(self._vocab)})
             self._vocab_file, self._vocab_saved = name, len(self._vocab)
         return {"vocab_file": self._vocab_file}
 
     def _load_extra(self, folder, manifest: dict) -> None:
-        terms = files.read_json(folder / manifest["vocab_file"])
+        terms = files.read_json(folder / manifest["vocab_file"])["terms"]
         self._vocab = {t: i for i, t in enumerate(terms)}
         self._vocab_file, self._vocab_saved = manifest["vocab_file"], len(terms)
 

@@ -14,7 +14,7 @@ import unidb
 from unidb.errors import CorruptionError, LockedError, ReadOnlyError
 from unidb.storage import table_store
 from unidb.storage.manifest import read_manifest
-from unidb.storage.wal import FILE_HEADER, WalWriter, read_wal
+from unidb.storage.wal import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, WalWriter, read_wal
 
 from conftest import REPO, items_rows, items_schema
 
@@ -36,7 +36,7 @@ def test_wal_roundtrip_and_torn_tail(tmp_path):
     assert p.stat().st_size == full - 200          # read-only readers never modify
     _, recs = read_wal(p, repair=True)
     assert [r.lsn for r in recs] == [1, 2, 3, 4]
-    assert p.stat().st_size == recs[-1].offset + 16 + 400
+    assert p.stat().st_size == recs[-1].offset + RECORD_HEADER_SIZE + 400
     # A header cut short is also a torn tail.
     with open(p, "ab") as f:
         f.write(b"\x01\x02\x03")
@@ -44,24 +44,53 @@ def test_wal_roundtrip_and_torn_tail(tmp_path):
     assert len(recs) == 4
 
 
-def test_wal_flipped_byte_in_last_record_is_tail_but_in_middle_is_corruption(tmp_path):
+def test_wal_only_an_incomplete_last_record_is_a_torn_tail(tmp_path):
     p = tmp_path / "w.log"
     w = WalWriter(p, first_lsn=1, create=True)
     for i in range(1, 4):
         w.append(i, b"x" * 50)
     w.close()
     _, recs = read_wal(p, repair=False)
-    data = bytearray(p.read_bytes())
-    data[recs[2].offset + 20] ^= 0xFF               # last record: torn tail
+    clean = p.read_bytes()
+    # A complete last record that fails its checksum is damage, not a torn write.
+    data = bytearray(clean)
+    data[recs[2].offset + 30] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=f"offset {recs[2].offset}"):
+        read_wal(p, repair=False)
+    # The same record whose bytes were allocated but never written (zeros) is a torn tail.
+    data = bytearray(clean)
+    data[recs[2].offset:] = bytes(len(data) - recs[2].offset)
     p.write_bytes(bytes(data))
     _, got = read_wal(p, repair=False)
     assert len(got) == 2
-    data[recs[2].offset + 20] ^= 0xFF
-    data[recs[1].offset + 20] ^= 0xFF               # middle record: corruption
+    # A middle record's damage is corruption, naming file and offset.
+    data = bytearray(clean)
+    data[recs[1].offset + 30] ^= 0xFF
     p.write_bytes(bytes(data))
     with pytest.raises(CorruptionError) as e:
         read_wal(p, repair=True)
     assert str(p) in str(e.value) and f"offset {recs[1].offset}" in str(e.value)
+    assert p.read_bytes() == bytes(data)             # nothing truncated
+
+
+def test_wal_length_damaged_before_the_tail_is_corruption_not_a_torn_tail(tmp_path):
+    """Issue #11 defect 4: a middle record's length pointing past the end dropped every later
+    record (80 rows lost, no error)."""
+    p = tmp_path / "w.log"
+    w = WalWriter(p, first_lsn=1, create=True)
+    for i in range(1, 6):
+        w.append(i, b"y" * 64)
+    w.close()
+    _, recs = read_wal(p, repair=False)
+    for byte in range(4):                            # every byte of the length field
+        data = bytearray(p.read_bytes())
+        data[recs[1].offset + byte] ^= 0x40
+        q = tmp_path / f"w{byte}.log"
+        q.write_bytes(bytes(data))
+        with pytest.raises(CorruptionError, match=f"offset {recs[1].offset}"):
+            read_wal(q, repair=True)
+        assert q.read_bytes() == bytes(data)
 
 
 def test_corrupt_wal_record_in_table_names_file_and_offset(db_path):
@@ -74,7 +103,7 @@ def test_corrupt_wal_record_in_table_names_file_and_offset(db_path):
     t._store.abandon()                               # crash: no checkpoint
     db._folder.close()
     data = bytearray(wal.read_bytes())
-    data[FILE_HEADER.size + 40] ^= 0xFF             # inside the first record's payload
+    data[FILE_HEADER_SIZE + 40] ^= 0xFF             # inside the first record's payload
     wal.write_bytes(bytes(data))
     with pytest.raises(CorruptionError, match=r"offset \d+"):
         unidb.connect(db_path).open_table("t")

@@ -2,19 +2,24 @@
 
 File layout (little-endian)::
 
-    header   8s  magic b"UNIDBWAL" | u32 format version | u64 first lsn
-    record   u32 payload length | u32 crc32 of (lsn bytes + payload) | u64 lsn | payload
+    header   8s magic b"UNIDBWAL" | u32 format version | u64 first lsn | u32 crc32 of those
+    record   u32 payload length | u32 crc32(lsn bytes + payload) | u64 lsn
+             | u32 crc32 of the 16 header bytes before it | payload
 
 A record is one committed write (a whole batch, or the delete+insert pair of an upsert or
 update), so a batch is visible entirely or not at all. The log sequence number (lsn) increases
-by one per record across files. Reading stops at a *torn tail* — the last record cut short or
-failing its checksum, as a crash mid-append leaves it — which a writer truncates away; a bad
-record with more data after it is corruption and raises `CorruptionError` naming file and
-offset. See docs/storage.md.
+by one per record across files.
+
+*Torn tail.* Only the last record can be torn, and only by being incomplete: its header cut
+short, its (checksummed, hence genuine) length running past the end of the file, or the file
+ending in a stretch of zeros that the file system allocated but never wrote (power loss).
+Reading stops there, and a writer truncates it away. Anything else that fails a check — a
+header whose checksum fails with written bytes after it, a complete record whose payload fails
+its checksum, an lsn out of sequence — is corruption: `CorruptionError` names file and offset,
+and no later record is silently dropped. See docs/storage.md.
 """
 from __future__ import annotations
 
-import os
 import struct
 import threading
 import zlib
@@ -22,16 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from unidb.errors import CorruptionError
-from unidb.storage.files import fsync_dir
+from unidb.errors import CorruptionError, StorageError
+from unidb.storage.files import AppendFile, read_raw
 
 MAGIC = b"UNIDBWAL"
-FORMAT_VERSION = 1
-FILE_HEADER = struct.Struct("<8sIQ")
-RECORD_HEADER = struct.Struct("<IIQ")
+FORMAT_VERSION = 2
+_FILE_FIELDS = struct.Struct("<8sIQ")
+FILE_HEADER_SIZE = _FILE_FIELDS.size + 4
+_RECORD_FIELDS = struct.Struct("<IIQ")
+RECORD_HEADER_SIZE = _RECORD_FIELDS.size + 4
 # One record holds one batch; 1 GiB bounds a corrupt length field from making us allocate
 # absurd buffers (a 10k x 1024-d float batch is 40 MiB).
 MAX_RECORD_BYTES = 1 << 30
+# Unwritten file-system blocks read back as zeros; a torn tail of that kind starts at a
+# sector boundary (512 bytes is the smallest sector size in use).
+SECTOR = 512
 
 
 @dataclass
@@ -40,65 +50,92 @@ class WalRecord:
     payload: bytes
     offset: int          # where the record starts in its file
 
+    @property
+    def end(self) -> int:
+        return self.offset + RECORD_HEADER_SIZE + len(self.payload)
+
+
+def file_header(first_lsn: int) -> bytes:
+    fields = _FILE_FIELDS.pack(MAGIC, FORMAT_VERSION, first_lsn)
+    return fields + struct.pack("<I", zlib.crc32(fields))
+
+
+def record_bytes(lsn: int, payload: bytes) -> tuple[bytes, int]:
+    """(header, total length) of one record."""
+    lsn_bytes = struct.pack("<Q", lsn)
+    fields = _RECORD_FIELDS.pack(len(payload), zlib.crc32(payload, zlib.crc32(lsn_bytes)), lsn)
+    return fields + struct.pack("<I", zlib.crc32(fields)), RECORD_HEADER_SIZE + len(payload)
+
 
 class WalWriter:
-    """Appends records to one log file; `sync=True` fsyncs each record before returning."""
+    """Appends records to one log file; `sync=True` fsyncs each record before returning.
+
+    A failed append is cut back off the file before the error is raised, so the next record
+    follows the last good one. If even that fails, the log is *broken*: every later append
+    first retries the repair and raises `StorageError` until it succeeds."""
 
     def __init__(self, path: Path, first_lsn: int, sync: bool = True, create: bool = False):
         self.path = Path(path)
         self.sync = sync
         self._lock = threading.Lock()
         self._dirty = False
-        if create:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            _write_all(fd, FILE_HEADER.pack(MAGIC, FORMAT_VERSION, first_lsn))
-            os.fsync(fd)
-            os.close(fd)
-            fsync_dir(self.path.parent)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self.size = os.fstat(self._fd).st_size
+        self.broken: StorageError | None = None
+        self._file = AppendFile(self.path, create_with=file_header(first_lsn) if create else None)
+        self.size = self._file.size
 
     def append(self, lsn: int, payload: bytes) -> None:
         """Append one record; durable on return when the writer is in sync mode."""
         if len(payload) > MAX_RECORD_BYTES:
-            raise ValueError(f"WAL record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
-        lsn_bytes = struct.pack("<Q", lsn)
-        crc = zlib.crc32(payload, zlib.crc32(lsn_bytes))
-        head = RECORD_HEADER.pack(len(payload), crc, lsn)
+            raise StorageError(27, f"WAL record of {len(payload)} bytes exceeds "
+                                   f"{MAX_RECORD_BYTES}; write smaller batches")
+        head, total = record_bytes(lsn, payload)
         with self._lock:
+            self._repair_locked()
             try:
                 # Small records go out in one write; big ones skip the concatenation copy.
-                _write_all(self._fd, head + payload if len(payload) < (1 << 20) else head)
-                if len(payload) >= (1 << 20):
-                    _write_all(self._fd, payload)
+                if len(payload) < (1 << 20):
+                    self._file.append(head + payload)
+                else:
+                    self._file.append(head)
+                    self._file.append(payload)
                 if self.sync:
-                    os.fdatasync(self._fd)
-            except BaseException:
-                # A failed append (disk full, I/O error) must not leave half a record in front
-                # of the next one: cut the file back to the last good record.
+                    self._file.sync()
+            except StorageError as e:
+                # The record may be partly on disk: cut it off before anything follows it.
                 try:
-                    os.ftruncate(self._fd, self.size)
-                except OSError:
-                    pass
-                raise
-            self.size += len(head) + len(payload)
+                    self._file.truncate(self.size)
+                except StorageError as cut:
+                    self.broken = cut
+                raise e from None
+            self.size += total
             if not self.sync:
                 self._dirty = True
+
+    def _repair_locked(self) -> None:
+        if self.broken is None:
+            return
+        try:
+            self._file.truncate(self.size)
+        except StorageError as e:
+            raise StorageError(e.errno, f"the write-ahead log {self.path} could not be cut back "
+                                        f"after a failed write ({e}); writes are refused until "
+                                        f"it can") from None
+        self.broken = None
 
     def flush(self) -> None:
         """fsync pending records (used by async durability's timer and on close)."""
         with self._lock:
-            if self._dirty and self._fd >= 0:
-                os.fdatasync(self._fd)
+            if self._dirty and self._file.fd >= 0:
+                self._file.sync()
                 self._dirty = False
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
-                if self._dirty:
-                    os.fdatasync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
+            try:
+                if self._dirty and self._file.fd >= 0:
+                    self._file.sync()
+            finally:
+                self._file.close()
 
 
 def read_wal(path: Path, repair: bool) -> tuple[int, list[WalRecord]]:
@@ -108,22 +145,27 @@ def read_wal(path: Path, repair: bool) -> tuple[int, list[WalRecord]]:
     read-only process may be looking at a record the writer is still appending).
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < FILE_HEADER.size:
-        # The header is written and fsynced before the file is named in a manifest, so a short
-        # file can only be a log whose creation was interrupted: it holds no records.
+    data = read_raw(path)
+    if len(data) < FILE_HEADER_SIZE:
+        # The header is written and fsynced before the file is named in a manifest.
         raise CorruptionError(f"{path}: WAL file is {len(data)} bytes, shorter than its header")
-    magic, version, first_lsn = FILE_HEADER.unpack_from(data, 0)
-    if magic != MAGIC or version != FORMAT_VERSION:
-        raise CorruptionError(f"{path}: not a unidb WAL file (offset 0: bad magic/version)")
-    records = list(_iter_records(path, data, FILE_HEADER.size))
-    end = FILE_HEADER.size if not records else \
-        records[-1].offset + RECORD_HEADER.size + len(records[-1].payload)
+    magic, version, first_lsn = _FILE_FIELDS.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise CorruptionError(f"{path}: not a unidb WAL file (offset 0: bad magic)")
+    if version != FORMAT_VERSION:
+        raise CorruptionError(f"{path}: WAL format {version} is not {FORMAT_VERSION} (written "
+                              f"by another unidb version)")
+    (crc,) = struct.unpack_from("<I", data, _FILE_FIELDS.size)
+    if crc != zlib.crc32(data[:_FILE_FIELDS.size]):
+        raise CorruptionError(f"{path}: WAL file header fails its checksum (offset 0)")
+    records = list(_iter_records(path, data, FILE_HEADER_SIZE))
+    end = records[-1].end if records else FILE_HEADER_SIZE
     if end < len(data) and repair:
-        with open(path, "r+b") as f:
+        f = AppendFile(path)
+        try:
             f.truncate(end)
-            os.fsync(f.fileno())
+        finally:
+            f.close()
     return first_lsn, records
 
 
@@ -131,24 +173,29 @@ def _iter_records(path: Path, data: bytes, pos: int) -> Iterator[WalRecord]:
     n = len(data)
     expected_lsn = None
     while pos < n:
-        if n - pos < RECORD_HEADER.size:
+        if n - pos < RECORD_HEADER_SIZE:
             return                                   # torn tail: header cut short
-        length, crc, lsn = RECORD_HEADER.unpack_from(data, pos)
-        end = pos + RECORD_HEADER.size + length
+        fields = data[pos:pos + _RECORD_FIELDS.size]
+        length, crc, lsn = _RECORD_FIELDS.unpack(fields)
+        (head_crc,) = struct.unpack_from("<I", data, pos + _RECORD_FIELDS.size)
+        if head_crc != zlib.crc32(fields):
+            if _unwritten_tail(data, pos):
+                return                               # torn tail: allocated, never written
+            raise CorruptionError(f"{path}: WAL record header at offset {pos} fails its "
+                                  f"checksum and {n - pos} bytes follow; the log is corrupt "
+                                  f"(restore from a backup)")
+        end = pos + RECORD_HEADER_SIZE + length
         if length > MAX_RECORD_BYTES:
-            if _zero_tail(data, pos):
-                return                               # torn tail: space allocated, not written
-            raise CorruptionError(f"{path}: corrupt WAL record at offset {pos} "
-                                  f"(impossible length {length})")
+            raise CorruptionError(f"{path}: WAL record at offset {pos} has impossible length "
+                                  f"{length}")
         if end > n:
             return                                   # torn tail: payload cut short
-        payload = data[pos + RECORD_HEADER.size:end]
+        payload = data[pos + RECORD_HEADER_SIZE:end]
         if zlib.crc32(payload, zlib.crc32(struct.pack("<Q", lsn))) != crc:
-            if end == n or _zero_tail(data, pos):
-                return                               # torn tail: last record half-persisted
-            raise CorruptionError(f"{path}: WAL record at offset {pos} fails its checksum "
-                                  f"and is followed by {n - end} more bytes; the log is "
-                                  f"corrupt (restore from a backup)")
+            if end == n and _unwritten_tail(data, pos + RECORD_HEADER_SIZE):
+                return                               # torn tail: payload never written
+            raise CorruptionError(f"{path}: WAL record at offset {pos} (lsn {lsn}) fails its "
+                                  f"checksum; the log is corrupt (restore from a backup)")
         if expected_lsn is not None and lsn != expected_lsn:
             raise CorruptionError(f"{path}: WAL record at offset {pos} has lsn {lsn}, "
                                   f"expected {expected_lsn}")
@@ -157,13 +204,11 @@ def _iter_records(path: Path, data: bytes, pos: int) -> Iterator[WalRecord]:
         pos = end
 
 
-def _zero_tail(data: bytes, pos: int) -> bool:
-    """True when everything from `pos` on is zero bytes: a file extended but never written."""
-    return data.count(0, pos) == len(data) - pos
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _unwritten_tail(data: bytes, pos: int) -> bool:
+    """True when, from `pos` or from a sector boundary after it, the file is zeros to its end."""
+    n = len(data)
+    zero_from = n - (len(data) - len(data.rstrip(b"\0")))
+    if zero_from <= pos:
+        return zero_from < n or pos == n
+    aligned = -(-zero_from // SECTOR) * SECTOR
+    return aligned < n

@@ -251,15 +251,19 @@ class Table:
                 "disk_bytes": self._store.disk_bytes()}
 
     def _close(self, checkpoint: bool) -> None:
+        # Each step runs even if the one before failed (a full disk at close): the rows are
+        # safe in the WAL, and files and threads must still be released.
         try:
             if checkpoint and not self._store.read_only:
                 self._store.flush()                  # rows first, then index snapshots
-            self._indexes.close(checkpoint)
         finally:
-            if checkpoint:
-                self._store.close()
-            else:
-                self._store.abandon()
+            try:
+                self._indexes.close(checkpoint)
+            finally:
+                if checkpoint:
+                    self._store.close()
+                else:
+                    self._store.abandon()
 
     # -- helpers ---------------------------------------------------------------------------
     def _filter(self, where: Any):

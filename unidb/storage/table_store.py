@@ -5,6 +5,11 @@ applies it to the in-memory table and tombstones and publishes a new `TableState
 in-memory rows pass `MEMTABLE_FLUSH_BYTES` they are flushed to an immutable segment and a
 checkpoint manifest names the new set of files (docs/storage.md has the whole life cycle).
 Recovery = manifest + replay of the WAL records past the checkpoint.
+
+Failures: a write is the WAL append. If the append fails the write raises `StorageError` and
+is not applied; once it is appended the write has happened, and a checkpoint or compaction
+that fails afterwards is not the write's failure — it is logged, reported by `health()`, and
+retried (docs/storage.md, "What a failed write means").
 """
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap, FrozenBitMap
 
-from unidb.errors import CorruptionError, LimitError, ReadOnlyError, UnidbError
+from unidb.errors import (CorruptionError, LimitError, ReadOnlyError, StorageError,
+                          UnidbError)
 from unidb.storage import files
-from unidb.storage.manifest import Manifest, manifest_path, read_manifest, write_manifest
+from unidb.storage.manifest import (Manifest, manifest_in_place, manifest_path, read_manifest,
+                                    write_manifest)
 from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.records import Commit, decode_commit, encode_commit
 from unidb.storage.segment import read_segment, write_segment
@@ -47,6 +54,9 @@ ASYNC_FSYNC_SECONDS = 1.0
 MAX_ROWID = 2**32 - 2
 # A read-only process retries its load when the writer swaps files under it.
 READ_RETRIES = 20
+# After a failed checkpoint or compaction (disk full, I/O error) wait this long before trying
+# again: each try costs a segment write, and the condition rarely clears within seconds.
+RETRY_AFTER_FAILURE_SECONDS = 5.0
 
 DURABILITY_MODES = ("sync", "async")
 
@@ -80,7 +90,10 @@ class TableStore:
         self.checkpoint_listeners: list[Callable[[TableState], None]] = []
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
-        self.background_error: BaseException | None = None
+        # The last failure of each kind of background work (None once it succeeds again).
+        self.checkpoint_error: UnidbError | None = None
+        self.compaction_error: UnidbError | None = None
+        self._retry_at = 0.0
 
     # -- life cycle ------------------------------------------------------------------------
     @classmethod
@@ -92,7 +105,7 @@ class TableStore:
         m.wal = m.new_name("wal", ".log")
         WalWriter(store.folder / m.wal, first_lsn=1, create=True).close()
         write_manifest(store.folder, m)
-        store._load(repair=True)
+        store._load_checked(repair=True)
         store._start_worker()
         return store
 
@@ -102,31 +115,47 @@ class TableStore:
         if read_only:
             store._load_retrying()
         else:
-            store._load(repair=True)
+            store._load_checked(repair=True)
             store._start_worker()
         return store
 
     def close(self) -> None:
-        """Checkpoint in-memory rows (writer), stop background work, release files."""
+        """Checkpoint in-memory rows (writer), stop background work, release files.
+
+        If the checkpoint fails the files are still released and `StorageError` is raised;
+        the rows are safe in the WAL and are replayed at the next open."""
         if self._closed:
             return
         self._stop_worker()
         with self._lock:
-            if not self.read_only:
-                try:
-                    if self._mem_parts:
-                        self._flush_locked()
-                finally:
-                    if self._wal is not None:
+            failure = None
+            try:
+                if not self.read_only and self._mem_parts:
+                    self._flush_locked()
+            except StorageError as e:
+                failure = e
+            finally:
+                self._closed = True
+                if self._wal is not None:
+                    try:
                         self._wal.close()
-            self._closed = True
+                    except StorageError as e:
+                        failure = failure or e
+            if failure is not None:
+                raise StorageError(failure.errno, f"table {self.folder.name} closed without its "
+                                                  f"final checkpoint ({failure}); its rows are "
+                                                  f"in the WAL and are replayed at the next "
+                                                  f"open") from None
 
     def abandon(self) -> None:
         """Stop without checkpointing (what a crash looks like; used by tests)."""
         self._stop_worker()
-        if self._wal is not None:
-            self._wal.close()
         self._closed = True
+        if self._wal is not None:
+            try:
+                self._wal.close()
+            except StorageError:
+                pass                             # as after a crash: the WAL holds what synced
 
     @property
     def schema_json(self) -> dict:
@@ -154,8 +183,11 @@ class TableStore:
         segment_parts = [Part(read_segment(self.folder / s), segment=s) for s in m.segments]
         tomb = BitMap()
         if m.tombstones:
-            with open(self.folder / m.tombstones, "rb") as f:
-                tomb = BitMap.deserialize(f.read())
+            path = self.folder / m.tombstones
+            try:
+                tomb = BitMap.deserialize(files.read_bytes(path))
+            except (ValueError, OverflowError) as e:
+                raise CorruptionError(f"{path}: undecodable tombstone bitmap: {e}") from None
         self._manifest = m
         self._segment_parts = segment_parts
         self._mem_parts, self._mem_bytes = [], 0
@@ -173,22 +205,35 @@ class TableStore:
                                   sync=self.durability == "sync")
         self._publish()
 
+    def _load_checked(self, repair: bool) -> None:
+        """`_load`, reporting a file the manifest names but the folder lacks as corruption."""
+        try:
+            self._load(repair)
+        except FileNotFoundError as e:
+            raise CorruptionError(f"{e.filename or self.folder}: a file of table "
+                                  f"{self.folder.name} is missing (named by its manifest); "
+                                  f"restore from a backup") from None
+
     def _load_retrying(self) -> None:
         for attempt in range(READ_RETRIES):
             try:
                 self._load(repair=False)
                 return
-            except FileNotFoundError:
-                time.sleep(0.01 * (attempt + 1))    # the writer replaced files; read again
-        self._load(repair=False)
+            except (FileNotFoundError, CorruptionError):
+                # The writer replaced files (or is mid-rename) while we read: read again. A
+                # damage that persists is reported by the last attempt below.
+                time.sleep(0.01 * (attempt + 1))
+        self._load_checked(repair=False)
 
     def _replay_wal(self, repair: bool) -> None:
         m = self._manifest
         path = self.folder / m.wal
         first_lsn, records = read_wal(path, repair=repair)
-        if first_lsn > m.checkpoint_lsn + 1:
-            raise CorruptionError(f"{path}: log starts at lsn {first_lsn} but the checkpoint "
-                                  f"covers only up to {m.checkpoint_lsn}; records are missing")
+        if first_lsn != m.checkpoint_lsn + 1:
+            # Each checkpoint starts a new log at the next lsn, so they always agree.
+            raise CorruptionError(f"{path}: log starts at lsn {first_lsn} but the manifest's "
+                                  f"checkpoint is lsn {m.checkpoint_lsn}; the manifest or the "
+                                  f"log is corrupt")
         for rec in records:
             if rec.lsn <= self._lsn:
                 continue
@@ -197,8 +242,7 @@ class TableStore:
                                       f"{rec.lsn}, expected {self._lsn + 1}")
             commit = decode_commit(rec.payload, f"{path} offset {rec.offset}")
             self._apply(rec.lsn, commit, notify=False)
-        end = records[-1].offset + 16 + len(records[-1].payload) if records else 0
-        self._wal_seen = (m.wal, end)
+        self._wal_seen = (m.wal, records[-1].end if records else 0)
 
     def _remove_orphans(self, m: Manifest) -> None:
         """Delete files an interrupted flush or compaction left behind."""
@@ -207,7 +251,7 @@ class TableStore:
         removed = False
         for p in self.folder.iterdir():
             if p.is_file() and p.name.startswith(("seg-", "wal-", "tomb-")) and p.name not in live:
-                p.unlink()
+                files.remove_file(p, sync_dir=False)
                 removed = True
         if removed:
             files.fsync_dir(self.folder)
@@ -265,14 +309,28 @@ class TableStore:
             commit = Commit(deletes, batch)
             payload = encode_commit(commit)
             lsn = self._lsn + 1
-            self._wal.append(lsn, payload)
+            self._wal.append(lsn, payload)       # raises StorageError: nothing was applied
+            # From here on the write has happened (it is in the log); nothing below may make
+            # it look failed.
             self._apply(lsn, commit, notify=True)
             self._publish()
             if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
-                self._flush_locked()
+                self._checkpoint_in_background_of_write()
             elif len(deletes):
                 self._wake.set()
             return self._state
+
+    def _checkpoint_in_background_of_write(self) -> None:
+        """The automatic checkpoint of a write: a failure is recorded and retried later."""
+        if time.monotonic() < self._retry_at:
+            return
+        try:
+            self._flush_locked()
+        except UnidbError as e:
+            log.warning("checkpoint of %s failed (retried in %.0f s): %s", self.folder,
+                        RETRY_AFTER_FAILURE_SECONDS, e)
+            self.checkpoint_error = e
+            self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
 
     def _apply(self, lsn: int, commit: Commit, notify: bool) -> None:
         if len(commit.deletes):
@@ -318,8 +376,14 @@ class TableStore:
             raise UnidbError(f"table at {self.folder} is closed")
         if self.read_only:
             raise ReadOnlyError(f"table {self.folder.name} was opened read-only")
-        if self.background_error is not None:
-            raise UnidbError(f"background work failed earlier: {self.background_error!r}")
+
+    def health(self) -> dict:
+        """What background work last failed, if anything (cleared when it next succeeds)."""
+        wal_broken = self._wal.broken if self._wal is not None else None
+        return {"checkpoint_error": _describe(self.checkpoint_error),
+                "compaction_error": _describe(self.compaction_error),
+                "wal_error": _describe(wal_broken),
+                "writable": not (self.read_only or self._closed or wal_broken is not None)}
 
     # -- checkpoint (flush) ----------------------------------------------------------------
     def flush(self) -> None:
@@ -329,52 +393,105 @@ class TableStore:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        """Checkpoint: new segment + tombstones + empty log, then swap the manifest.
+
+        New files are made first; the manifest rename is the commit point. A failure before
+        it deletes the new files and leaves the table as it was; a failure after it (the
+        folder fsync) keeps the new manifest and the old files (removed at the next open)."""
         m = self._manifest
-        new = Manifest(**{**m.__dict__, "segments": list(m.segments),
-                          "indexes": dict(m.indexes)})
-        new_parts = list(self._segment_parts)
-        if self._mem_parts:
-            seg = new.new_name("seg", ".arrow")
-            table = pa.concat_tables([p.table for p in self._mem_parts])
-            write_segment(self.folder / seg, table)
-            new.segments.append(seg)
-            new_parts.append(Part(read_segment(self.folder / seg), segment=seg))
-        if len(self._tomb):
-            new.tombstones = new.new_name("tomb", ".roaring")
-            self._tomb.run_optimize()
-            files.atomic_write_bytes(self.folder / new.tombstones, self._tomb.serialize())
-        else:
-            new.tombstones = None
-        new.wal = new.new_name("wal", ".log")
-        new_wal = WalWriter(self.folder / new.wal, first_lsn=self._lsn + 1,
-                            sync=self.durability == "sync", create=True)
-        new.checkpoint_lsn = self._lsn
-        new.next_rowid = self._next_rowid
-        state_before = self._make_state()
-        for fn in self.checkpoint_listeners:
-            fn(state_before)                     # indexes persist up to this state first
-        write_manifest(self.folder, new)
-        old_wal, old_tomb = m.wal, m.tombstones
-        self._wal.close()
+        new = m.copy()
+        made: list[str] = []
+        new_wal = None
+        swapping = False
+        try:
+            new_parts = list(self._segment_parts)
+            if self._mem_parts:
+                seg = new.new_name("seg", ".arrow")
+                made.append(seg)
+                write_segment(self.folder / seg, pa.concat_tables([p.table for p in self._mem_parts]))
+                new.segments.append(seg)
+                new_parts.append(Part(read_segment(self.folder / seg), segment=seg))
+            if len(self._tomb):
+                new.tombstones = new.new_name("tomb", ".roaring")
+                made.append(new.tombstones)
+                self._tomb.run_optimize()
+                files.atomic_write_bytes(self.folder / new.tombstones, self._tomb.serialize())
+            else:
+                new.tombstones = None
+            new.wal = new.new_name("wal", ".log")
+            made.append(new.wal)
+            new_wal = WalWriter(self.folder / new.wal, first_lsn=self._lsn + 1,
+                                sync=self.durability == "sync", create=True)
+            new.checkpoint_lsn = self._lsn
+            new.next_rowid = self._next_rowid
+            self._notify_checkpoint(self._make_state())   # indexes persist up to here first
+            swapping = True
+            write_manifest(self.folder, new)
+        except StorageError:
+            if not (swapping and manifest_in_place(self.folder, new)):
+                if new_wal is not None:
+                    new_wal.close()
+                for name in made:
+                    _remove_quietly(self.folder / name)
+                raise
+            log.warning("checkpoint of %s: the new manifest is in place but its folder could "
+                        "not be synced; old files are kept until the next open", self.folder)
+            self._adopt_checkpoint(new, new_wal, new_parts, remove_old=False)
+            return
+        self._adopt_checkpoint(new, new_wal, new_parts, remove_old=True)
+
+    def _adopt_checkpoint(self, new: Manifest, new_wal: WalWriter, new_parts: list[Part],
+                          remove_old: bool) -> None:
+        old_wal, old_tomb = self._manifest.wal, self._manifest.tombstones
+        try:
+            self._wal.close()
+        except StorageError:
+            pass                                 # its records are in the new segment now
         self._wal = new_wal
         self._manifest = new
         self._segment_parts = new_parts
         self._mem_parts, self._mem_bytes = [], 0
         self._wal_seen = (new.wal, 0)
         self._manifest_stat = _stat_key(manifest_path(self.folder))
-        files.remove_file(self.folder / old_wal)
-        if old_tomb and old_tomb != new.tombstones:
-            files.remove_file(self.folder / old_tomb)
+        self.checkpoint_error = None
+        self._retry_at = 0.0
         self._publish()
+        if remove_old:
+            # Garbage now; if deleting fails, the next open removes them as orphans.
+            _remove_quietly(self.folder / old_wal)
+            if old_tomb and old_tomb != new.tombstones:
+                _remove_quietly(self.folder / old_tomb)
         self._wake.set()                         # maybe compaction has work now
+
+    def _notify_checkpoint(self, state: TableState) -> None:
+        for fn in self.checkpoint_listeners:
+            try:
+                fn(state)
+            except Exception:  # noqa: BLE001 - derived data: see below
+                # Index snapshots are derived data that catch up from the rows on open, so a
+                # failed save (disk full, a damaged index file) must not stop the table's
+                # checkpoint; the index stays unsaved and is saved at a later checkpoint.
+                log.exception("saving index snapshots of %s failed; the table checkpoint "
+                              "goes ahead", self.folder)
 
     def set_index_definitions(self, indexes: dict) -> None:
         """Record index definitions in the manifest (durable on return)."""
         self._check_writable()
         with self._lock:
-            self._manifest.indexes = dict(indexes)
-            write_manifest(self.folder, self._manifest)
-            self._manifest_stat = _stat_key(manifest_path(self.folder))
+            new = self._manifest.copy()
+            new.indexes = dict(indexes)
+            self._write_manifest_locked(new)
+
+    def _write_manifest_locked(self, new: Manifest) -> None:
+        """Replace the manifest and adopt `new`; raises (adopting nothing) if it is not in place."""
+        try:
+            write_manifest(self.folder, new)
+        except StorageError:
+            if not manifest_in_place(self.folder, new):
+                raise
+            log.warning("manifest of %s replaced but its folder could not be synced", self.folder)
+        self._manifest = new
+        self._manifest_stat = _stat_key(manifest_path(self.folder))
 
     # -- compaction ------------------------------------------------------------------------
     def compaction_plan(self) -> list[list[Part]]:
@@ -419,6 +536,7 @@ class TableStore:
             for group in self.compaction_plan():
                 self._compact_group(group)
                 done += 1
+            self.compaction_error = None
         return done
 
     def _compact_group(self, group: list[Part]) -> None:
@@ -429,30 +547,42 @@ class TableStore:
             pieces.append(part.table.filter(pa.array(mask)) if not mask.all() else part.table)
         table = pa.concat_tables(pieces)
         with self._lock:
-            seg = self._manifest.new_name("seg", ".arrow") if table.num_rows else None
+            seg = None
+            if table.num_rows:
+                # The name is reserved in the live manifest so no later file reuses it.
+                seg = self._manifest.new_name("seg", ".arrow")
         # The long part (reading and writing rows) runs without the write lock: segments are
         # immutable and tombstones added meanwhile still apply to the same row ids.
         new_part = None
-        if seg is not None:
-            write_segment(self.folder / seg, table)
-            new_part = Part(read_segment(self.folder / seg), segment=seg)
-        with self._lock:
-            names = [p.segment for p in group]
-            m = self._manifest
-            if any(n not in m.segments for n in names):  # pragma: no cover - single compactor
-                if seg:
-                    files.remove_file(self.folder / seg)
-                return
-            i = m.segments.index(names[0])
-            m.segments[i:i + len(names)] = [seg] if seg else []
-            write_manifest(self.folder, m)
-            self._manifest_stat = _stat_key(manifest_path(self.folder))
-            j = self._segment_parts.index(group[0])
-            self._segment_parts[j:j + len(group)] = [new_part] if new_part else []
-            self._publish()
+        try:
+            if seg is not None:
+                write_segment(self.folder / seg, table)
+                new_part = Part(read_segment(self.folder / seg), segment=seg)
+            with self._lock:
+                names = [p.segment for p in group]
+                new = self._manifest.copy()
+                if any(n not in new.segments for n in names):  # pragma: no cover - one compactor
+                    raise _Superseded()
+                i = new.segments.index(names[0])
+                new.segments[i:i + len(names)] = [seg] if seg else []
+                self._write_manifest_locked(new)
+                j = self._segment_parts.index(group[0])
+                self._segment_parts[j:j + len(group)] = [new_part] if new_part else []
+                self._publish()
+        except _Superseded:
+            if seg is not None:
+                _remove_quietly(self.folder / seg)
+            return
+        except StorageError:
+            if seg is not None:
+                _remove_quietly(self.folder / seg)
+            raise
         for n in names:
-            files.remove_file(self.folder / n, sync_dir=False)
-        files.fsync_dir(self.folder)
+            _remove_quietly(self.folder / n)
+        try:
+            files.fsync_dir(self.folder)
+        except StorageError:
+            pass                                 # old segments are orphans either way
 
     # -- background worker -----------------------------------------------------------------
     def _start_worker(self) -> None:
@@ -472,22 +602,29 @@ class TableStore:
     def _work(self) -> None:
         timeout = ASYNC_FSYNC_SECONDS if self.durability == "async" else None
         while not self._stop:
-            self._wake.wait(timeout)
+            self._wake.wait(timeout if self.compaction_error is None
+                            else min(timeout or RETRY_AFTER_FAILURE_SECONDS,
+                                     RETRY_AFTER_FAILURE_SECONDS))
             self._wake.clear()
             if self._stop:
                 return
             try:
                 if self._wal is not None and self.durability == "async":
                     self._wal.flush()
+                if time.monotonic() < self._retry_at:
+                    continue
                 with self._compact_lock:
                     for group in self.compaction_plan():
                         if self._stop:
                             break
                         self._compact_group(group)
-            except BaseException as e:  # pragma: no cover - surfaced on the next write
-                log.exception("background work on %s failed", self.folder)
-                self.background_error = e
-                return
+                    self.compaction_error = None
+            except UnidbError as e:
+                # Background work is optional (no write depends on it): remember, retry later.
+                log.warning("background compaction of %s failed (retried in %.0f s): %s",
+                            self.folder, RETRY_AFTER_FAILURE_SECONDS, e)
+                self.compaction_error = e
+                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
 
     # -- helpers ---------------------------------------------------------------------------
     def _live_mask_now(self, part: Part) -> np.ndarray:
@@ -511,6 +648,22 @@ class TableStore:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+class _Superseded(Exception):
+    """A compaction's input segments were replaced meanwhile; its output is dropped."""
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a file that is garbage either way (an orphan is removed at the next open)."""
+    try:
+        files.remove_file(path, sync_dir=False)
+    except StorageError as e:
+        log.warning("could not delete %s: %s", path, e)
+
+
+def _describe(e: BaseException | None) -> str | None:
+    return None if e is None else f"{type(e).__name__}: {e}"
 
 
 def _stat_key(path: Path) -> tuple:

@@ -6,6 +6,7 @@
     unidb import PATH TABLE FILE [--schema schema.json] [--batch-size N] [--upsert]
     unidb export PATH TABLE FILE [--columns a,b] [--where FILTER]
     unidb info PATH
+    unidb check PATH [--json]                  (verify every file offline; exit 1 on damage)
     unidb backup PATH DEST  |  unidb restore BACKUP PATH
     unidb openapi [--out docs/openapi.json]
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(sub)
     _add_import_export(sub)
     _add_info(sub)
+    _add_check(sub)
     _add_backup(sub)
     o = sub.add_parser("openapi", help="write the server's OpenAPI document")
     o.add_argument("--out", default="docs/openapi.json", help="file to write ('-' for stdout)")
@@ -392,6 +394,35 @@ def cmd_info(args) -> int:
     if not info["tables"]:
         print("  (no tables)")
     return 0
+
+
+# -- check -------------------------------------------------------------------------------------
+def _add_check(sub) -> None:
+    c = sub.add_parser("check", help="verify every file of a database offline (checksums, "
+                                     "WAL, manifests, index snapshots)")
+    c.add_argument("path")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from unidb.storage.check import check_database
+    report = check_database(args.path)
+    if args.json:
+        print(json.dumps({"path": str(report.path), "ok": report.ok,
+                          "verified": report.verified, "notes": report.notes,
+                          "problems": [{"file": f, "problem": m} for f, m in report.problems]},
+                         indent=1))
+    else:
+        print(f"checked {args.path}: {len(report.verified)} files verified, "
+              f"{len(report.problems)} problems")
+        for note in report.notes:
+            print(f"  note: {note}")
+        for f, m in report.problems:
+            print(f"  PROBLEM {f}: {m}")
+        print("ok" if report.ok else "DAMAGED: restore from a backup (index snapshots are "
+                                     "rebuilt from the rows on open)")
+    return 0 if report.ok else 1
 
 
 def _size(n: int) -> str:

@@ -33,7 +33,9 @@ def _run_and_kill(db_path, mode: str, start: int, seed: int, delay: float):
     th = threading.Thread(target=reader, daemon=True)
     th.start()
     t0 = time.time()
-    while not any(l.startswith("READY") for l in lines) and time.time() - t0 < 30:
+    # The kill delay counts from the first acknowledged write, so on a loaded machine (slow
+    # start, slow first fsync) the kill still lands inside the write loop.
+    while not any(l.startswith(("ACK", "Traceback")) for l in lines) and time.time() - t0 < 30:
         time.sleep(0.01)
     time.sleep(delay)
     p.kill()                                   # SIGKILL

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from unidb.errors import CorruptionError, StorageError
+from unidb.errors import CorruptionError, LimitError, StorageError
 from unidb.storage.files import AppendFile, read_raw
 
 MAGIC = b"UNIDBWAL"
@@ -86,8 +86,8 @@ class WalWriter:
     def append(self, lsn: int, payload: bytes) -> None:
         """Append one record; durable on return when the writer is in sync mode."""
         if len(payload) > MAX_RECORD_BYTES:
-            raise StorageError(27, f"WAL record of {len(payload)} bytes exceeds "
-                                   f"{MAX_RECORD_BYTES}; write smaller batches")
+            raise LimitError(f"one write of {len(payload)} bytes exceeds the log's record "
+                             f"limit of {MAX_RECORD_BYTES} bytes; write smaller batches")
         head, total = record_bytes(lsn, payload)
         with self._lock:
             self._repair_locked()

@@ -1,15 +1,86 @@
-"""Request bodies of the REST endpoints (they also make the OpenAPI document).
+"""Request bodies of the REST endpoints (they also make the OpenAPI document), the error body,
+and the checks of builder-step options that belong to the HTTP boundary.
 
 Values stay loosely typed (`Any`) where the embedded API accepts many forms; the embedded
-call validates them and its error comes back as the same class.
+call validates them and its error comes back as the same class. What only a wire request can
+get wrong (a primary key that is not a key, a knob that is not a number) is typed here.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr,
+                      ValidationError as PydanticError)
+
+from unidb.errors import QueryError
 
 VectorEncoding = Literal["list", "b64"]
+# Primary keys are Int64 or String columns: one key or a list of keys.
+Key = Union[StrictInt, StrictStr]
+Ids = Union[Key, list[Key], None]
+# Probing more partitions than this is never useful (indexes cap partitions far below it) and
+# sizes per-query buffers: 10^12 was a MemoryError, not an answer.
+MAX_NPROBE = 1 << 20
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError(f"must be a finite number, got {v}")
+    return v
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_: str = Field(alias="class", description="the unidb.errors class the client raises")
+    message: str
+    status: int
+    position: int | None = Field(None, description="QueryError: 0-based offset of the fault")
+    line: int | None = None
+    column: int | None = None
+    pid: int | None = Field(None, description="LockedError: the process holding the lock")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: the error class, its message, the status (and where known the
+    position of a query fault)."""
+    error: ErrorDetail
+
+
+class SearchKnobs(BaseModel):
+    """`.params(...)` knobs the wire checks: index knobs are positive integers."""
+    model_config = ConfigDict(extra="allow")
+    nprobe: int | None = Field(None, ge=1, le=MAX_NPROBE)
+    max_partitions: int | None = Field(None, ge=1, le=MAX_NPROBE)
+    eps2: Finite | None = Field(None, ge=0)
+
+
+class FuseOptions(BaseModel):
+    """`.fuse(method, ...)` options: rrf's k is positive; linear weights are numbers."""
+    model_config = ConfigDict(extra="allow")
+    k: Finite | None = Field(None, gt=0)
+    weights: dict[str, Finite] | list[Finite] | None = None
+    normalize: str | None = None
+
+
+STEP_OPTIONS: dict[str, type[BaseModel]] = {"params": SearchKnobs, "fuse": FuseOptions}
+
+
+def check_step_options(method: str, bound: dict[str, Any]) -> None:
+    """QueryError when a builder step's options are not of the form the wire allows."""
+    model = STEP_OPTIONS.get(method)
+    if model is None:
+        return
+    try:
+        model.model_validate({k: v for k, v in bound.items() if k in model.model_fields})
+    except PydanticError as e:
+        first = e.errors()[0]
+        where = first["loc"][0] if first["loc"] else "options"
+        raise QueryError(f"search step {method!r}: {where} {first['msg'].lower()}, got "
+                         f"{first.get('input')!r}") from None
 
 
 class CreateTableBody(BaseModel):
@@ -26,7 +97,7 @@ class RowsBody(BaseModel):
 
 
 class DeleteBody(BaseModel):
-    ids: Any = None
+    ids: Ids = Field(None, description="a primary key or a list of them")
     where: Any = Field(None, description="filter text, or {'expr': Expr.to_json()}")
 
 
@@ -36,7 +107,7 @@ class UpdateBody(BaseModel):
 
 
 class GetBody(BaseModel):
-    ids: Any = None
+    ids: Ids = Field(None, description="a primary key or a list of them")
     columns: list[str] | str | None = None
     vectors: VectorEncoding = "list"
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr,
                       ValidationError as PydanticError)
 
+from unidb import errors as E
 from unidb.errors import QueryError
 
 VectorEncoding = Literal["list", "b64"]
@@ -35,7 +36,8 @@ Finite = Annotated[float, AfterValidator(_finite)]
 
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
-    class_: str = Field(alias="class", description="the unidb.errors class the client raises")
+    class_: Literal[tuple(E.__all__)] = Field(  # type: ignore[valid-type]
+        alias="class", description="the unidb.errors class the client raises")
     message: str
     status: int
     position: int | None = Field(None, description="QueryError: 0-based offset of the fault")
@@ -48,6 +50,36 @@ class ErrorBody(BaseModel):
     """Every 4xx/5xx answer: the error class, its message, the status (and where known the
     position of a query fault)."""
     error: ErrorDetail
+
+
+# What each error status means (unidb/server/errors.py maps the classes); the OpenAPI document
+# lists, per route, the ones that route can answer.
+ERROR_STATUSES: dict[int, str] = {
+    400: "UnidbError: a request the server cannot serve as sent (e.g. backups are disabled, "
+         "or the body could not be read)",
+    401: "AuthError: no API key, an unknown or revoked key, or a wrong secret",
+    403: "AuthError: the key's role may not do this (a read key on a write, or SQL that is "
+         "not a query)",
+    404: "NotFoundError: the table, column or index does not exist",
+    409: "SchemaError (table exists, schema conflict), LockedError or ReadOnlyError",
+    413: "LimitError: over a request limit (body, rows, k, filter, result rows, queries)",
+    422: "ValidationError (bad rows, bad body) or QueryError (bad filter, search or SQL)",
+    500: "CorruptionError or a server fault (see the server log); never a client's mistake",
+    504: "LimitError: the read exceeded the server's query timeout",
+}
+
+
+def error_responses(role: str, forbidden: bool) -> dict[int, dict]:
+    """The error answers of a route needing `role` ("none", "read", "admin"); `forbidden`:
+    a read key may be refused (403) for what it asks."""
+    if role == "none":
+        return {}
+    codes = [400, 401, 404, 409, 413, 422, 500]
+    if role == "admin" or forbidden:
+        codes.append(403)
+    if role == "read":
+        codes.append(504)                   # reads run under the query timeout
+    return {c: {"model": ErrorBody, "description": ERROR_STATUSES[c]} for c in sorted(codes)}
 
 
 class SearchKnobs(BaseModel):

@@ -26,7 +26,7 @@ from unidb.client import wire
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
 from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody,
                                  GetBody, IndexBody, RestoreBody, RowsBody, ScanBody, SearchBody,
-                                 SqlBody, UpdateBody, check_step_options)
+                                 SqlBody, UpdateBody, check_step_options, error_responses)
 from unidb.server.sqlguard import sql_is_read_only
 
 NONE, READ, ADMIN = "none", "read", "admin"
@@ -34,8 +34,9 @@ NONE, READ, ADMIN = "none", "read", "admin"
 TERMINALS = frozenset({"to_arrow", "to_pandas", "to_list", "explain"})
 
 
-def role(r: str) -> dict:
-    return {"openapi_extra": {"x-unidb-role": r}}
+def role(r: str, forbidden: bool = False) -> dict:
+    """Route options: the role it needs and the error answers it documents."""
+    return {"openapi_extra": {"x-unidb-role": r}, "responses": error_responses(r, forbidden)}
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ async def compact(request: Request, name: str):
     return JSON({"compacted": n})
 
 
-@router.post("/sql", **role(READ))
+@router.post("/sql", **role(READ, forbidden=True))
 async def sql(request: Request, body: SqlBody):
     """db.sql(query, params) when this build has SQL; a pyarrow table as JSON columns.
     A read key may run queries only; statements that change data need an admin key."""

@@ -63,16 +63,15 @@ def run_sql(db, query: str, params: Any = None) -> pa.Table:
 
 
 # Statements that may not hide inside a query a read-only caller runs (a CTE wrapping an
-# INSERT, SELECT ... INTO), and DuckDB functions that change the connection's state.
+# INSERT, SELECT ... INTO).
 _WRITES = (exp.DDL, exp.DML, exp.Command, exp.Into, exp.Set, exp.Pragma, exp.Attach,
            exp.Detach, exp.Use, exp.Transaction, exp.Install)
-STATEFUL_FUNCTIONS = frozenset({"setseed", "nextval"})
 
 
 def is_read_only(query: str) -> bool:
     """Whether `query` is one statement that only reads: a query (SELECT, set operation) or
-    EXPLAIN of one, with no statement or state-changing function inside. Decided on the tree
-    `run_sql` would run; text that does not parse is not read-only."""
+    EXPLAIN of one, with no statement inside. Decided on the tree `run_sql` would run; text
+    that does not parse (or that the parser refuses, e.g. setseed()) is not read-only."""
     from unidb.sql import ddl
     from unidb.sql.parser import parse
     if not isinstance(query, str) or ddl.is_create_table(query):
@@ -81,13 +80,7 @@ def is_read_only(query: str) -> bool:
         tree, _, _ = parse(query)
     except QueryError:
         return False
-    if not isinstance(tree, exp.Query) or tree.find(*_WRITES) is not None:
-        return False
-    return not any(_function_name(f) in STATEFUL_FUNCTIONS for f in tree.find_all(exp.Func))
-
-
-def _function_name(f: exp.Func) -> str:
-    return (f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower()
+    return isinstance(tree, exp.Query) and tree.find(*_WRITES) is None
 
 
 def _explain_table(ctx) -> pa.Table:

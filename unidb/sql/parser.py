@@ -32,6 +32,9 @@ MAX_SQL_CHARS = 4 << 20
 # level, so trees past this bound (e.g. a chain of 300 unary minuses) are refused up front
 # rather than failing with RecursionError somewhere later.
 MAX_SQL_DEPTH = 150
+# DuckDB functions that change the connection's state (its random seed, a sequence): the
+# connection is shared by every statement a thread runs, so none may leave state behind.
+STATEFUL_FUNCTIONS = frozenset({"setseed", "nextval"})
 
 
 class _CosineOp(exp.Expression, exp.Binary):
@@ -171,6 +174,11 @@ def _parse_cached(text: str) -> tuple[exp.Expression, bool, int]:
         raise error_at("SELECT ... INTO is not supported (it would create a table outside "
                        "unidb): CREATE TABLE with its column types, then INSERT INTO ... SELECT",
                        text, into)
+    for f in tree.find_all(exp.Func):
+        name = (f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower()
+        if name in STATEFUL_FUNCTIONS:
+            raise error_at(f"{name}() is not supported: it changes the state of the SQL engine's "
+                           f"connection, which later statements share", text, f)
     if isinstance(tree, exp.Command):
         raise error_at(f"unsupported statement {tree.this!r}: unidb SQL runs SELECT, EXPLAIN, "
                        f"CREATE TABLE/INDEX, DROP TABLE/INDEX, INSERT, UPDATE and DELETE",

@@ -13,10 +13,22 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr,
                       ValidationError as PydanticError)
 
+from typing_extensions import TypedDict
+
 from unidb import errors as E
 from unidb.errors import QueryError
 
 VectorEncoding = Literal["list", "b64"]
+
+
+class FilterTree(TypedDict):
+    """A filter as a tree: `{"expr": Expr.to_json()}`."""
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    expr: dict[str, Any]
+
+
+# A filter is text ("price < 10") or a tree; the server parses and checks either.
+Filter = Union[str, FilterTree, None]
 # Primary keys are Int64 or String columns: one key or a list of keys.
 Key = Union[StrictInt, StrictStr]
 Ids = Union[Key, list[Key], None]
@@ -130,11 +142,11 @@ class RowsBody(BaseModel):
 
 class DeleteBody(BaseModel):
     ids: Ids = Field(None, description="a primary key or a list of them")
-    where: Any = Field(None, description="filter text, or {'expr': Expr.to_json()}")
+    where: Filter = Field(None, description="filter text, or {'expr': Expr.to_json()}")
 
 
 class UpdateBody(BaseModel):
-    where: Any = None
+    where: Filter = None
     values: dict[str, Any] | None = None
 
 
@@ -145,16 +157,21 @@ class GetBody(BaseModel):
 
 
 class CountBody(BaseModel):
-    where: Any = None
+    where: Filter = None
 
 
 class ScanBody(BaseModel):
     columns: list[str] | str | None = None
-    where: Any = None
+    where: Filter = None
     vectors: VectorEncoding = "list"
 
 
 class SearchBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"search": {"vector": [0.1, 0.2, 0.3, 0.4]},
+         "steps": [["where", ["price < 9"], {}], ["limit", [5], {}]]},
+        {"search": {"vector": [0.1, 0.2, 0.3, 0.4], "text": "red shoe"},
+         "steps": [["fuse", ["rrf"], {"k": 60}], ["select", [["id", "price"]], {}]]}]})
     search: dict[str, Any] = Field(default_factory=dict, description=(
         "Table.search() keyword arguments: vector, column, text, sparse, vectors, weights"))
     steps: list[list[Any]] = Field(default_factory=list, description=(
@@ -172,6 +189,9 @@ class IndexBody(BaseModel):
 
 
 class SqlBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"query": "SELECT id, price FROM t WHERE price < $1 ORDER BY price LIMIT 5",
+         "params": [9]}]})
     query: str
     params: Any = None
     vectors: VectorEncoding = "list"

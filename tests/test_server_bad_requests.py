@@ -148,3 +148,19 @@ def test_deep_sql_is_a_query_error_in_python_too(tmp_path):
         assert db.sql("SELECT " + "- " * 40 + "1 AS x").column("x").to_pylist() == [1]
     finally:
         db.close()
+
+
+def test_every_error_class_is_a_4xx_except_corruption():
+    """Each unidb.errors class gets a client-error status; only CorruptionError (a fault of
+    the server's own files) is a 500, and the client re-raises the same class."""
+    from unidb import errors as E
+    from unidb.server.errors import error_body, error_from_body, status_of
+    for name in E.__all__:
+        cls = getattr(E, name)
+        exc = cls("boom")
+        status = status_of(exc)
+        if cls is E.CorruptionError:
+            assert status == 500
+        else:
+            assert 400 <= status < 500, (name, status)
+        assert type(error_from_body(error_body(exc, status), status)) is cls

@@ -89,6 +89,9 @@ CASES = {
     "filter tree nested 300 deep": ("/tables/t/count", {"where": {"expr": json.loads(
         '{"op": "not", "arg": ' * 300 + '{"column": "price"}' + "}" * 300)}}, 422,
         "QueryError"),
+    "NaN as a limit": (*_search([["limit", [float("nan")], {}]]), 422, "QueryError"),
+    "NaN as rrf k": (*_search([["fuse", ["rrf"], {"k": float("nan")}]], HYBRID), 422,
+                     "QueryError"),
     "body not UTF-8": ("/tables/t/count", b'{"where": "name = \'\xed\xa0\x80\'"}', 422,
                        "ValidationError"),
     "SQL unary chain 400 deep": ("/sql", {"query": "SELECT " + "- " * 400 + "1"}, 422,
@@ -133,6 +136,11 @@ def test_well_formed_neighbours_still_work(env):
     assert ok(*_search([["fuse", ["linear"], {"weights": [0.5, 0.5]}], ["limit", [4], {}]],
                        HYBRID))["table"]["num_rows"] == 4
     assert ok("/tables/t/count", {"where": "name = 'caf\u00e9 \U0001f600'"}) == {"count": 0}
+    # Float values may be NaN in the embedded API, so the wire carries them to the engine
+    # (which reads NaN in a non-nullable column as a missing value, as embedded).
+    r = client.post("/tables/t/upsert", content=b'{"rows": [{"id": 0, "price": NaN, "name": '
+                    b'"n0", "body": "blue hat", "emb": [1, 2, 3, 4]}]}', headers=headers)
+    assert r.status_code == 422 and "non-nullable column 'price'" in r.text, r.text
     nested = "SELECT " + "(" * 20 + "1" + ")" * 20 + " AS x"
     assert ok("/sql", {"query": nested})["columns"]["x"] == [1]
 
@@ -164,3 +172,19 @@ def test_every_error_class_is_a_4xx_except_corruption():
         else:
             assert 400 <= status < 500, (name, status)
         assert type(error_from_body(error_body(exc, status), status)) is cls
+
+
+def test_remote_non_finite_floats_behave_as_embedded(tmp_path):
+    """NaN/inf in float columns travel over the wire (the client's json writes them)."""
+    from unidb.client import RemoteDatabase
+    path = tmp_path / "db"
+    db = unidb.connect(path)
+    db.create_table("f", {"id": unidb.Int64(primary_key=True),
+                          "x": unidb.Float64(nullable=True)})
+    db.close()
+    app = create_app(path, ServerConfig(auth=False, access_log=False))
+    with TestClient(app) as client:
+        t = RemoteDatabase("http://testserver", transport=client._transport).open_table("f")
+        assert t.add([{"id": 1, "x": float("nan")}, {"id": 2, "x": float("inf")}]) == 2
+        assert t.add({"id": [3], "x": [float("-inf")]}) == 1
+        assert t.count() == 3

@@ -36,15 +36,17 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 # -- request bodies ----------------------------------------------------------------------------
 def loads(body: bytes) -> Any:
-    """A request body as strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, bounded
-    nesting; anything else is a ValidationError naming the fault."""
+    """A request body as JSON: UTF-8, no lone surrogates, bounded nesting; anything else is a
+    ValidationError naming the fault. NaN and Infinity are read as Python writes them (float
+    columns may hold them, as in the embedded API); fields that must be finite or integral
+    say so in their request model."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValidationError(f"request body is not UTF-8 (byte {e.start}): send JSON as "
                               f"UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text)
     except RecursionError:
         # json.loads recurses once per nesting level of the input and nowhere else.
         raise ValidationError(f"request JSON nests deeper than the parser allows; keep it "
@@ -52,11 +54,6 @@ def loads(body: bytes) -> Any:
     if _SURROGATE_ESCAPE.search(text):
         check_text(value)
     return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValidationError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity): send null, "
-                          f"or a b64 vector for non-finite vector values")
 
 
 def check_text(value: Any) -> None:

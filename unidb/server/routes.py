@@ -75,8 +75,8 @@ class JSON(Response):
 
 # -- request bodies ----------------------------------------------------------------------------
 class WireRequest(Request):
-    """A request whose JSON body is parsed strictly (`wire.loads`: no NaN, no lone surrogates,
-    bounded nesting), so malformed text is refused before any model or route sees it."""
+    """A request whose JSON body is parsed by `wire.loads` (UTF-8, no lone surrogates, bounded
+    nesting), so malformed text is refused before any model or route sees it."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):

@@ -337,14 +337,15 @@ def _step(limits, step: list) -> tuple[str, list, dict]:
 
 def _bind(fn, args: list, kwargs: dict, what: str) -> dict:
     """The arguments `fn` would receive (self excluded); QueryError if they do not fit it."""
+    sig = inspect.signature(fn)
     try:
-        bound = inspect.signature(fn).bind(None, *args, **kwargs)
+        bound = sig.bind(None, *args, **kwargs)
     except TypeError as e:
         raise QueryError(f"bad arguments for {what}: {e}") from None
     out = dict(bound.arguments)
-    out.pop(next(iter(inspect.signature(fn).parameters)), None)      # self
-    for name, p in inspect.signature(fn).parameters.items():
-        if p.kind is p.VAR_KEYWORD and name in out:
+    out.pop(next(iter(sig.parameters)), None)                        # self
+    for name, p in sig.parameters.items():
+        if p.kind is p.VAR_KEYWORD and name in out:                  # **options, flattened
             out.update(out.pop(name))
     return out
 

@@ -35,7 +35,7 @@ def env(tmp_path_factory):
     t.create_index("emb", "partition", target_posting=32)    # so nprobe means something
     db.close()
     key = KeyStore(path).create("admin")
-    app = create_app(path, ServerConfig(access_log=False))
+    app = create_app(path, ServerConfig(access_log=False, backup_dir=path.parent / "backups"))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, {"X-API-Key": key, "content-type": "application/json"}
 
@@ -92,6 +92,11 @@ CASES = {
     "NaN as a limit": (*_search([["limit", [float("nan")], {}]]), 422, "QueryError"),
     "NaN as rrf k": (*_search([["fuse", ["rrf"], {"k": float("nan")}]], HYBRID), 422,
                      "QueryError"),
+    "select a nested list": (*_search([["select", [[["a"]]], {}]]), 422, "QueryError"),
+    "SQL result with one name twice": ("/sql", {"query": "SELECT a.id, b.id FROM t a, t b "
+                                                          "LIMIT 1"}, 422, "QueryError"),
+    "backup name too long for the OS": ("/admin/backup", {"dest": "\u00e9" * 200}, 422,
+                                        "ValidationError"),
     "body not UTF-8": ("/tables/t/count", b'{"where": "name = \'\xed\xa0\x80\'"}', 422,
                        "ValidationError"),
     "SQL unary chain 400 deep": ("/sql", {"query": "SELECT " + "- " * 400 + "1"}, 422,

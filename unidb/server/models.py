@@ -197,10 +197,23 @@ class SqlBody(BaseModel):
     vectors: VectorEncoding = "list"
 
 
+# Longest folder name file systems take (NAME_MAX, in bytes); past it the OS refuses the path.
+MAX_NAME_BYTES = 255
+
+
+def _folder_name(v: str) -> str:
+    if len(v.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"a folder name is at most {MAX_NAME_BYTES} bytes of UTF-8")
+    return v
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
 class BackupBody(BaseModel):
-    dest: str = Field(description="folder name inside the server's backup folder")
+    dest: FolderName = Field(description="folder name inside the server's backup folder")
 
 
 class RestoreBody(BaseModel):
-    backup: str = Field(description="backup folder name inside the backup folder")
-    target: str = Field(description="new folder name inside the backup folder")
+    backup: FolderName = Field(description="backup folder name inside the backup folder")
+    target: FolderName = Field(description="new folder name inside the backup folder")

@@ -138,9 +138,11 @@ def _filter(request: Request, where: Any) -> Any:
 def _columns(columns: Any) -> Any:
     """Selected columns, each named once (a repeat is a mistake, and Arrow cannot hold it)."""
     names = [columns] if isinstance(columns, str) else columns
-    if names is not None:
+    if isinstance(names, list):
         seen: set = set()
         for c in names:
+            if not isinstance(c, str):
+                raise QueryError(f"column names are strings, got {c!r}")
             if c in seen:
                 raise QueryError(f"column {c!r} is selected more than once; name each column "
                                  f"once")
@@ -149,6 +151,12 @@ def _columns(columns: Any) -> Any:
 
 
 def _table_json(table, vectors: str) -> dict:
+    """A result as JSON columns, which are keyed by name: each name must be unique."""
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise QueryError(f"the result has more than one column named {dup}; give each a "
+                         f"distinct alias (SELECT a.id AS a_id, b.id AS b_id ...)")
     return wire.encode_table(table, vectors_b64=vectors == "b64")
 
 

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from unidb.api.search import SearchBuilder
+from unidb.api.table import Table
 from unidb.client import wire
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
 from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody,
@@ -292,7 +293,6 @@ async def scan_rows(request: Request, name: str, body: ScanBody):
 @router.post("/tables/{name}/search", **role(READ))
 async def search(request: Request, name: str, body: SearchBody):
     """Any Table.search(...) chain: the arguments, then the builder steps replayed in order."""
-    from unidb.api.table import Table
     kwargs = {k: wire.from_jsonable(v) for k, v in body.search.items()}
     _bind(Table.search, [], kwargs, "search()")
     limits = _limits(request)

@@ -97,6 +97,30 @@ def test_no_key_and_bad_keys_get_401(env):
             assert r.headers.get("www-authenticate") == "Bearer"
 
 
+def test_unreadable_or_conflicting_credentials_get_401(env):
+    """A credential the server cannot read is refused, not skipped in favour of another."""
+    client, keys, _ = env
+    admin, read = keys["admin"], keys["read"]
+    for headers in ({"Authorization": "Basic xyz", "X-API-Key": admin},
+                    {"Authorization": "Bearer", "X-API-Key": admin},
+                    {"Authorization": f"Bearer {read}", "X-API-Key": admin},
+                    {"Authorization": "Bearer udb_deadbeef_xyz", "X-API-Key": admin}):
+        r = client.get("/tables", headers=headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json()["error"]["class"] == "AuthError"
+    both = {"Authorization": f"Bearer {admin}", "X-API-Key": admin}
+    assert client.get("/tables", headers=both).status_code == 200
+
+
+def test_method_not_allowed_names_every_method_of_the_path(env):
+    client, keys, _ = env
+    r = client.put("/tables", headers={"X-API-Key": keys["admin"]})
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+    r = client.put("/tables/t/indexes", headers={"X-API-Key": keys["admin"]})
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+
+
 def test_read_key_cannot_write(env):
     client, keys, _ = env
     before = client.post("/tables/t/scan", json={},

@@ -13,7 +13,9 @@ This module imports neither FastAPI nor httpx: both sides use it.
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,6 +25,75 @@ from unidb.errors import ValidationError
 
 B64 = "b64"
 EXPR = "expr"
+# Request values nest a few levels (a vector matrix is 2, a sparse vector or row is 2-3); a
+# bound far above that keeps every recursive walk over a request well inside Python's
+# recursion limit, so hostile nesting is a ValidationError, never a RecursionError.
+MAX_JSON_DEPTH = 64
+# A lone surrogate can only arrive as a \uD800-\uDFFF escape (strict UTF-8 refuses the raw
+# bytes); bodies without such an escape (nearly all) skip the walk that looks for one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+# -- request bodies ----------------------------------------------------------------------------
+def loads(body: bytes) -> Any:
+    """A request body as JSON: UTF-8, no lone surrogates, bounded nesting; anything else is a
+    ValidationError naming the fault. NaN and Infinity are read as Python writes them (float
+    columns may hold them, as in the embedded API); fields that must be finite or integral
+    say so in their request model."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError(f"request body is not UTF-8 (byte {e.start}): send JSON as "
+                              f"UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        # json.loads recurses once per nesting level of the input and nowhere else.
+        raise ValidationError(f"request JSON nests deeper than the parser allows; keep it "
+                              f"under {MAX_JSON_DEPTH} levels") from None
+    if _SURROGATE_ESCAPE.search(text):
+        check_text(value)
+    return value
+
+
+def check_text(value: Any) -> None:
+    """Refuse strings (and keys) holding a lone UTF-16 surrogate: no UTF-8 text can carry one,
+    so they could be neither stored nor matched."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            _check_str(v)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                _check_str(k)
+                stack.append(x)
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def _check_str(s: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValidationError(f"string {s[max(e.start - 20, 0):e.start + 20]!r} holds a lone "
+                              f"surrogate {s[e.start]!r} at offset {e.start}: not valid "
+                              f"Unicode text") from None
+
+
+def depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), counting no further than limit + 1."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            d += 1
+            if d > deepest:
+                deepest = d
+                if d > limit:
+                    return d
+            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 # -- vectors -----------------------------------------------------------------------------------
@@ -34,16 +105,40 @@ def encode_vector(a: Any) -> dict:
 
 def decode_vector(d: Mapping) -> np.ndarray:
     """The float32 array a `{"b64": ..., "shape": ...}` object holds."""
+    data = d.get(B64)
+    if not isinstance(data, str):
+        raise _bad_vector(f"'b64' must be a base64 string, got {type(data).__name__}")
     try:
-        raw = base64.b64decode(d[B64], validate=True)
-        arr = np.frombuffer(raw, dtype="<f4")
-        shape = d.get("shape")
-        if shape is not None:
-            arr = arr.reshape([int(s) for s in shape])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValidationError(f"bad base64 vector (expected {{'b64': little-endian float32, "
-                              f"'shape': [..]}}): {e}") from None
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as e:
+        raise _bad_vector(f"'b64' is not base64: {e}") from None
+    if len(raw) % 4:
+        raise _bad_vector(f"{len(raw)} bytes is not a whole number of float32 values")
+    arr = np.frombuffer(raw, dtype="<f4")
+    shape = vector_shape(d)
+    if shape is not None:
+        if math.prod(shape) != arr.size:
+            raise _bad_vector(f"shape {shape} needs {math.prod(shape)} values, 'b64' holds "
+                              f"{arr.size}")
+        arr = arr.reshape(shape)
     return arr.astype(np.float32, copy=False)
+
+
+def vector_shape(d: Mapping) -> list[int] | None:
+    """The checked `shape` of a b64 vector object: None or a list of non-negative ints."""
+    shape = d.get("shape")
+    if shape is None:
+        return None
+    if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise _bad_vector(f"'shape' must be a list of non-negative integers like [n, dim], "
+                          f"got {shape!r}")
+    return shape
+
+
+def _bad_vector(why: str) -> ValidationError:
+    return ValidationError(f"bad base64 vector (expected {{'b64': little-endian float32, "
+                           f"'shape': [n, dim]}}): {why}")
 
 
 def _numeric_matrix(values: Any) -> np.ndarray | None:
@@ -102,18 +197,32 @@ def _is_sparse_dict(v: Mapping) -> bool:
                            for k in v.keys())
 
 
-def from_jsonable(v: Any) -> Any:
+def from_jsonable(v: Any, _depth: int = 0) -> Any:
     """Inverse of `to_jsonable` on the server: b64 objects -> arrays, {"expr"} -> Expr."""
+    if _depth > MAX_JSON_DEPTH:
+        raise ValidationError(f"request value nests deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(v, dict):
         if B64 in v and set(v) <= {B64, "shape"}:
             return decode_vector(v)
         if EXPR in v and len(v) == 1:
-            from unidb.query.filter import Expr
-            return Expr.from_json(v[EXPR])
-        return {k: from_jsonable(x) for k, x in v.items()}
+            return decode_expr(v[EXPR])
+        return {k: from_jsonable(x, _depth + 1) for k, x in v.items()}
     if isinstance(v, list):
-        return [from_jsonable(x) for x in v]
+        return [from_jsonable(x, _depth + 1) for x in v]
     return v
+
+
+def decode_expr(tree: Any):
+    """The filter Expr a `{"expr": ...}` tree describes, its depth bounded like filter text."""
+    from unidb.query.filter import Expr
+    from unidb.query.filter_parse import MAX_DEPTH
+    # An and/or level is two JSON levels (object, args list); text allows MAX_DEPTH levels.
+    limit = 2 * MAX_DEPTH + 2
+    if depth(tree, limit) > limit:
+        from unidb.errors import QueryError
+        raise QueryError(f"filter JSON nests deeper than {limit} levels (filter text allows "
+                         f"{MAX_DEPTH}); flatten the and/or/not tree")
+    return Expr.from_json(tree)
 
 
 # -- rows in -----------------------------------------------------------------------------------
@@ -207,8 +316,9 @@ def count_rows(columns: Mapping[str, Any]) -> int:
     """Rows in an encoded column dict (the longest column; the server validates the rest)."""
     n = 0
     for v in columns.values():
-        if isinstance(v, dict) and "shape" in v and v["shape"]:
-            n = max(n, int(v["shape"][0]))
+        if isinstance(v, dict) and B64 in v:
+            shape = vector_shape(v)
+            n = max(n, shape[0] if shape else 0)
         elif isinstance(v, list):
             n = max(n, len(v))
     return n

@@ -121,8 +121,22 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException):
         cls = http_errors._by_status(exc.status_code)
         err = cls(str(exc.detail))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by
+            # several routes (GET and POST /tables) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_at(request.url.path))}
         return JSON(http_errors.error_body(err, exc.status_code), status_code=exc.status_code,
-                    headers=getattr(exc, "headers", None))
+                    headers=headers)
+
+
+def _methods_at(path: str) -> list[str]:
+    """Every HTTP method some route serves at `path`."""
+    methods: set[str] = set()
+    for r in router.routes:
+        if r.path_regex.match(path):
+            methods |= set(r.methods or ())
+    return sorted(methods)
 
 
 # -- the gate ----------------------------------------------------------------------------------
@@ -227,10 +241,14 @@ def _openapi(app: FastAPI) -> dict:
         "bearer": {"type": "http", "scheme": "bearer"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for ops in doc.get("paths", {}).values():
         for op in ops.values():
             if op.get("x-unidb-role", "admin") != NONE:
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
+            for status, resp in op.get("responses", {}).items():
+                if int(status) >= 400:          # errors are JSON whatever the route answers
+                    resp["content"] = error
     app.openapi_schema = doc
     return doc
 

@@ -137,13 +137,24 @@ class KeyStore:
 
 
 def key_from_headers(headers: dict[str, str]) -> str | None:
-    """The API key of a request: `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    """The API key of a request: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+
+    A credential the server cannot read is refused, never skipped: an Authorization header
+    that is not `Bearer <key>`, or two different keys, is an AuthError even when the other
+    header holds a valid key (a request must not pass on a credential it did not mean)."""
+    bearer = None
     auth = headers.get("authorization")
-    if auth:
+    if auth is not None:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return headers.get("x-api-key") or None
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("the Authorization header must be 'Bearer <key>' (or send the key "
+                            "as X-API-Key)")
+        bearer = value.strip()
+    api_key = headers.get("x-api-key")
+    if bearer is not None and api_key is not None and api_key != bearer:
+        raise AuthError("the request carries two different keys (Authorization and "
+                        "X-API-Key); send one")
+    return bearer or api_key or None
 
 
 def authorize(info: KeyInfo, role: str) -> None:

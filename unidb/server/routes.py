@@ -10,20 +10,24 @@ Every route names the role it needs in its OpenAPI `x-unidb-role` ("none", "read
 """
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from unidb.api.search import SearchBuilder
+from unidb.api.table import Table
 from unidb.client import wire
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
-from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody, GetBody,
-                                 IndexBody, RestoreBody, RowsBody, ScanBody, SearchBody, SqlBody,
-                                 UpdateBody)
+from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody,
+                                 GetBody, IndexBody, RestoreBody, RowsBody, ScanBody, SearchBody,
+                                 SqlBody, UpdateBody, check_step_options, error_responses)
 from unidb.server.sqlguard import sql_is_read_only
 
 NONE, READ, ADMIN = "none", "read", "admin"
@@ -31,8 +35,9 @@ NONE, READ, ADMIN = "none", "read", "admin"
 TERMINALS = frozenset({"to_arrow", "to_pandas", "to_list", "explain"})
 
 
-def role(r: str) -> dict:
-    return {"openapi_extra": {"x-unidb-role": r}}
+def role(r: str, forbidden: bool = False) -> dict:
+    """Route options: the role it needs and the error answers it documents."""
+    return {"openapi_extra": {"x-unidb-role": r}, "responses": error_responses(r, forbidden)}
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -67,6 +72,32 @@ class JSON(Response):
             text = json.dumps(_finite(json.loads(json.dumps(content, default=_default))),
                               separators=(",", ":"))
         return text.encode()
+
+
+# -- request bodies ----------------------------------------------------------------------------
+class WireRequest(Request):
+    """A request whose JSON body is parsed by `wire.loads` (UTF-8, no lone surrogates, bounded
+    nesting), so malformed text is refused before any model or route sees it."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = wire.loads(await self.body())
+            except ValidationError as e:
+                # FastAPI answers 400 for any other error raised while reading the body.
+                raise HTTPException(422, str(e)) from None
+        return self._json
+
+
+class WireRoute(APIRoute):
+    """Every route reads its body through `WireRequest`."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(WireRequest(request.scope, request.receive))
+        return strict
 
 
 # -- threads and limits ------------------------------------------------------------------------
@@ -105,12 +136,33 @@ def _filter(request: Request, where: Any) -> Any:
     return wire.from_jsonable(where)
 
 
+def _columns(columns: Any) -> Any:
+    """Selected columns, each named once (a repeat is a mistake, and Arrow cannot hold it)."""
+    names = [columns] if isinstance(columns, str) else columns
+    if isinstance(names, list):
+        seen: set = set()
+        for c in names:
+            if not isinstance(c, str):
+                raise QueryError(f"column names are strings, got {c!r}")
+            if c in seen:
+                raise QueryError(f"column {c!r} is selected more than once; name each column "
+                                 f"once")
+            seen.add(c)
+    return columns
+
+
 def _table_json(table, vectors: str) -> dict:
+    """A result as JSON columns, which are keyed by name: each name must be unique."""
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise QueryError(f"the result has more than one column named {dup}; give each a "
+                         f"distinct alias (SELECT a.id AS a_id, b.id AS b_id ...)")
     return wire.encode_table(table, vectors_b64=vectors == "b64")
 
 
 # -- routes ------------------------------------------------------------------------------------
-router = APIRouter()
+router = APIRouter(route_class=WireRoute)
 
 
 @router.get("/health", **role(NONE))
@@ -212,7 +264,7 @@ async def update_rows(request: Request, name: str, body: UpdateBody):
 @router.post("/tables/{name}/get", **role(READ))
 async def get_rows(request: Request, name: str, body: GetBody):
     def run():
-        return _db(request).open_table(name).get(body.ids, columns=body.columns)
+        return _db(request).open_table(name).get(body.ids, columns=_columns(body.columns))
     return JSON(_table_json(await read_call(request, run), body.vectors))
 
 
@@ -232,7 +284,7 @@ async def scan_rows(request: Request, name: str, body: ScanBody):
         t = _db(request).open_table(name)
         if where is None:
             _limits(request).check_result(len(t))
-        out = t.to_arrow(columns=body.columns, where=where)
+        out = t.to_arrow(columns=_columns(body.columns), where=where)
         _limits(request).check_result(out.num_rows)
         return out
     return JSON(_table_json(await read_call(request, run), body.vectors))
@@ -242,26 +294,11 @@ async def scan_rows(request: Request, name: str, body: ScanBody):
 async def search(request: Request, name: str, body: SearchBody):
     """Any Table.search(...) chain: the arguments, then the builder steps replayed in order."""
     kwargs = {k: wire.from_jsonable(v) for k, v in body.search.items()}
+    _bind(Table.search, [], kwargs, "search()")
     limits = _limits(request)
     nq = _count_queries(kwargs)
     limits.check_queries(nq)
-    steps = []
-    for step in body.steps:
-        if not step or not isinstance(step[0], str) or len(step) > 3:
-            raise QueryError(f"a search step is [method, args, kwargs], got {step!r}")
-        method = step[0]
-        args = wire.from_jsonable(step[1]) if len(step) > 1 and step[1] is not None else []
-        kw = wire.from_jsonable(step[2]) if len(step) > 2 and step[2] is not None else {}
-        if method.startswith("_") or method in TERMINALS \
-                or not callable(getattr(SearchBuilder, method, None)):
-            raise QueryError(f"unknown search step {method!r}")
-        if method == "limit":
-            limits.check_k(args[0] if args else kw.get("k"))
-        if method == "where":
-            raw = step[1][0] if len(step) > 1 and step[1] else \
-                (step[2] or {}).get("filter") if len(step) > 2 else None
-            limits.check_filter(raw if isinstance(raw, str) else json.dumps(raw))
-        steps.append((method, list(args), dict(kw)))
+    steps = [_step(limits, step) for step in body.steps]
 
     def run():
         b = _db(request).open_table(name).search(**kwargs)
@@ -277,6 +314,48 @@ async def search(request: Request, name: str, body: SearchBody):
         return {"single": "_query" not in out.column_names, "num_queries": nq,
                 "table": _table_json(out, body.vectors)}
     return JSON(await read_call(request, run))
+
+
+def _step(limits, step: list) -> tuple[str, list, dict]:
+    """One `[method, args, kwargs]` builder step, checked before anything runs: a public
+    builder method, arguments that fit its signature, and the server's limits."""
+    if not step or not isinstance(step[0], str) or len(step) > 3:
+        raise QueryError(f"a search step is [method, args, kwargs], got {step!r}")
+    method = step[0]
+    raw_args = step[1] if len(step) > 1 and step[1] is not None else []
+    raw_kw = step[2] if len(step) > 2 and step[2] is not None else {}
+    if not isinstance(raw_args, list) or not isinstance(raw_kw, dict):
+        raise QueryError(f"search step {method!r}: args must be a list and kwargs an object, "
+                         f"got {step!r}")
+    fn = getattr(SearchBuilder, method, None)
+    if method.startswith("_") or method in TERMINALS or not callable(fn):
+        raise QueryError(f"unknown search step {method!r}")
+    if method == "where":
+        raw = raw_args[0] if raw_args else raw_kw.get("filter")
+        limits.check_filter(raw if isinstance(raw, str) else json.dumps(raw))
+    args, kw = wire.from_jsonable(raw_args), wire.from_jsonable(raw_kw)
+    bound = _bind(fn, args, kw, f"search step {method!r}")
+    if method == "limit":
+        limits.check_k(bound.get("k"))
+    if method == "select":
+        _columns(bound.get("columns"))
+    check_step_options(method, bound)
+    return method, args, kw
+
+
+def _bind(fn, args: list, kwargs: dict, what: str) -> dict:
+    """The arguments `fn` would receive (self excluded); QueryError if they do not fit it."""
+    sig = inspect.signature(fn)
+    try:
+        bound = sig.bind(None, *args, **kwargs)
+    except TypeError as e:
+        raise QueryError(f"bad arguments for {what}: {e}") from None
+    out = dict(bound.arguments)
+    out.pop(next(iter(sig.parameters)), None)                        # self
+    for name, p in sig.parameters.items():
+        if p.kind is p.VAR_KEYWORD and name in out:                  # **options, flattened
+            out.update(out.pop(name))
+    return out
 
 
 def _explain_doc(ex: Any) -> Any:
@@ -336,7 +415,7 @@ async def compact(request: Request, name: str):
     return JSON({"compacted": n})
 
 
-@router.post("/sql", **role(READ))
+@router.post("/sql", **role(READ, forbidden=True))
 async def sql(request: Request, body: SqlBody):
     """db.sql(query, params) when this build has SQL; a pyarrow table as JSON columns.
     A read key may run queries only; statements that change data need an admin key."""

@@ -62,10 +62,31 @@ def run_sql(db, query: str, params: Any = None) -> pa.Table:
         ctx.close()
 
 
+# Statements that may not hide inside a query a read-only caller runs (a CTE wrapping an
+# INSERT, SELECT ... INTO).
+_WRITES = (exp.DDL, exp.DML, exp.Command, exp.Into, exp.Set, exp.Pragma, exp.Attach,
+           exp.Detach, exp.Use, exp.Transaction, exp.Install)
+
+
+def is_read_only(query: str) -> bool:
+    """Whether `query` is one statement that only reads: a query (SELECT, set operation) or
+    EXPLAIN of one, with no statement inside. Decided on the tree `run_sql` would run; text
+    that does not parse (or that the parser refuses, e.g. setseed()) is not read-only."""
+    from unidb.sql import ddl
+    from unidb.sql.parser import parse
+    if not isinstance(query, str) or ddl.is_create_table(query):
+        return False
+    try:
+        tree, _, _ = parse(query)
+    except QueryError:
+        return False
+    return isinstance(tree, exp.Query) and tree.find(*_WRITES) is None
+
+
 def _explain_table(ctx) -> pa.Table:
     rows = ctx.steps
     return pa.table({"step": [r["step"] for r in rows], "engine": [r["engine"] for r in rows],
                      "detail": [str(r["detail"]) for r in rows]})
 
 
-__all__ = ["run_sql"]
+__all__ = ["run_sql", "is_read_only"]

@@ -27,6 +27,14 @@ from unidb.sql.functions import OPERATOR_FUNCTIONS
 PARSE_CACHE_SIZE = 512
 # Longer SQL than this is refused before tokenizing (a generated IN list belongs in a join).
 MAX_SQL_CHARS = 4 << 20
+# Deepest statement tree accepted. sqlglot's parser spends ~20 Python frames per nested
+# parenthesis (it fails near 40 levels); generating SQL and planning spend 1-3 frames per tree
+# level, so trees past this bound (e.g. a chain of 300 unary minuses) are refused up front
+# rather than failing with RecursionError somewhere later.
+MAX_SQL_DEPTH = 150
+# DuckDB functions that change the connection's state (its random seed, a sequence): the
+# connection is shared by every statement a thread runs, so none may leave state behind.
+STATEFUL_FUNCTIONS = frozenset({"setseed", "nextval"})
 
 
 class _CosineOp(exp.Expression, exp.Binary):
@@ -127,6 +135,12 @@ def _parse_cached(text: str) -> tuple[exp.Expression, bool, int]:
     body, explain = _strip_explain(text)
     try:
         trees = sqlglot.parse(body, dialect=UnidbDialect)
+    except RecursionError:
+        # The parser recurses once per nesting level of the text and nowhere else, so this is
+        # the statement's nesting, not a fault of ours.
+        raise error_at("SQL nests too deeply for the parser (parentheses, subqueries, CASE or "
+                       "function calls several dozen levels deep); flatten the statement",
+                       text, position=_deepest_paren(body)) from None
     except TokenError:
         from unidb.query.filter_parse import _unclosed
         pos, what = _unclosed(body)
@@ -154,6 +168,17 @@ def _parse_cached(text: str) -> tuple[exp.Expression, bool, int]:
         raise QueryError(f"db.sql() runs exactly one statement, got {len(trees)}; split them "
                          f"into separate calls")
     tree = trees[0]
+    _check_depth(tree, text)
+    into = tree.find(exp.Into)
+    if into is not None:
+        raise error_at("SELECT ... INTO is not supported (it would create a table outside "
+                       "unidb): CREATE TABLE with its column types, then INSERT INTO ... SELECT",
+                       text, into)
+    for f in tree.find_all(exp.Func):
+        name = (f.name if isinstance(f, exp.Anonymous) else f.sql_name()).lower()
+        if name in STATEFUL_FUNCTIONS:
+            raise error_at(f"{name}() is not supported: it changes the state of the SQL engine's "
+                           f"connection, which later statements share", text, f)
     if isinstance(tree, exp.Command):
         raise error_at(f"unsupported statement {tree.this!r}: unidb SQL runs SELECT, EXPLAIN, "
                        f"CREATE TABLE/INDEX, DROP TABLE/INDEX, INSERT, UPDATE and DELETE",
@@ -170,6 +195,35 @@ def _parse_cached(text: str) -> tuple[exp.Expression, bool, int]:
                            text, p)
         nparams = max(nparams, int(p.this))
     return tree, explain, nparams
+
+
+def _check_depth(tree: exp.Expression, text: str) -> None:
+    """QueryError (at the deepest node) when the tree is deeper than MAX_SQL_DEPTH."""
+    stack = [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > MAX_SQL_DEPTH:
+            raise error_at(f"SQL nests deeper than {MAX_SQL_DEPTH} levels; flatten the "
+                           f"statement", text, node)
+        stack.extend((child, d + 1) for child in node.iter_expressions())
+
+
+def _deepest_paren(text: str) -> int | None:
+    """Offset of the first opening parenthesis at the deepest nesting level of `text`."""
+    try:
+        tokens = UnidbDialect().tokenize(text)
+    except TokenError:
+        return None
+    depth = deepest = 0
+    at = None
+    for tok in tokens:
+        if tok.token_type == TokenType.L_PAREN:
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, tok.start
+        elif tok.token_type == TokenType.R_PAREN:
+            depth -= 1
+    return at
 
 
 def parse(text: str) -> tuple[exp.Expression, bool, int]:

@@ -48,8 +48,17 @@ class Session:
         self.names.append(name)
 
     def run(self, sql: str) -> pa.Table:
+        """Run one query; anything DuckDB would not classify as a SELECT is refused unrun,
+        so no statement leaves a table, view, macro or setting in the shared connection."""
+        if not sql.strip():
+            return pa.table({})
         try:
-            return self.con.sql(sql).to_arrow_table() if sql.strip() else pa.table({})
+            kinds = [s.type for s in self.con.extract_statements(sql)]
+            if kinds != [duckdb.StatementType.SELECT]:
+                raise QueryError(f"the relational engine runs one SELECT, and this statement "
+                                 f"is {', '.join(k.name for k in kinds) or 'empty'}: "
+                                 f"{_first_line(sql)[:200]}")
+            return self.con.sql(sql).to_arrow_table()
         except duckdb.Error as e:
             raise QueryError(f"{type(e).__name__}: {_first_line(str(e))}") from None
 

@@ -1,0 +1,195 @@
+"""A client's mistake is never a 500 (issue #11, defect 12): each malformed request below used
+to raise TypeError / ValueError / UnicodeEncodeError / MemoryError / ZeroDivisionError /
+KeyError / RecursionError inside a route. Each now gets a 4xx with the error class the
+remote client re-raises, and the server keeps serving."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import unidb
+from unidb.server.app import ServerConfig, create_app
+from unidb.server.auth import KeyStore
+
+DIM = 4
+V = [0.1, 0.2, 0.3, 0.4]
+B64_ONE = "AAAAAAAAAAAAAAAAAAAAAA=="           # four float32 zeros
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bad") / "db.unidb"
+    db = unidb.connect(path)
+    t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "price": unidb.Float64(),
+                              "name": unidb.String(), "body": unidb.Text(),
+                              "emb": unidb.Vector(DIM)})
+    rng = np.random.default_rng(0)
+    n = 200
+    t.add({"id": np.arange(n), "price": rng.uniform(0, 10, n),
+           "name": [f"n{i}" for i in range(n)],
+           "body": ["red shoe" if i % 2 else "blue hat" for i in range(n)],
+           "emb": rng.standard_normal((n, DIM)).astype(np.float32)})
+    t.create_index("emb", "partition", target_posting=32)    # so nprobe means something
+    db.close()
+    key = KeyStore(path).create("admin")
+    app = create_app(path, ServerConfig(access_log=False, backup_dir=path.parent / "backups"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, {"X-API-Key": key, "content-type": "application/json"}
+
+
+def _search(steps: list, search: dict | None = None) -> tuple[str, dict]:
+    return "/tables/t/search", {"search": search or {"vector": V}, "steps": steps}
+
+
+HYBRID = {"vector": V, "text": "red"}
+DEEP_SQL = "SELECT " + "(" * 3000 + "1" + ")" * 3000
+
+# (url, body as a dict or raw JSON text, status, error class). The first 17 are the issue's.
+CASES = {
+    "ids NaN": ("/tables/t/get", '{"ids": NaN}', 422, "ValidationError"),
+    "ids Infinity in delete": ("/tables/t/delete", '{"ids": [1, Infinity]}', 422,
+                               "ValidationError"),
+    "lone surrogate in filter": ("/tables/t/count", '{"where": "name = \'\\ud800\'"}', 422,
+                                 "ValidationError"),
+    "lone surrogate in search step": (*_search([["where", ["name = '\ud800'"], {}]]), 422,
+                                      "ValidationError"),
+    "b64 shape 'x' in rows": ("/tables/t/add", {"columns": {
+        "id": [1000], "price": [1.0], "name": ["a"], "body": ["b"],
+        "emb": {"b64": B64_ONE, "shape": "x"}}}, 422, "ValidationError"),
+    "b64 shape 'x' in search": (*_search([], {"vector": {"b64": B64_ONE, "shape": "x"}}), 422,
+                                "ValidationError"),
+    "limit without k": (*_search([["limit"]]), 422, "QueryError"),
+    "limit args not a list": (*_search([["limit", 5, {}]]), 422, "QueryError"),
+    "limit kwargs not an object": (*_search([["limit", [], []]]), 422, "QueryError"),
+    "nprobe 0": (*_search([["params", [], {"nprobe": 0}]]), 422, "QueryError"),
+    "nprobe 'x'": (*_search([["params", [], {"nprobe": "x"}]]), 422, "QueryError"),
+    "nprobe 10^12": (*_search([["params", [], {"nprobe": 10 ** 12}]]), 422, "QueryError"),
+    "fuse rrf k=-1": (*_search([["fuse", ["rrf"], {"k": -1}]], HYBRID), 422, "QueryError"),
+    "fuse linear weights='x'": (*_search([["fuse", ["linear"], {"weights": "x"}]], HYBRID), 422,
+                                "QueryError"),
+    "select one column 1000 times": (*_search([["select", [["price"] * 1000], {}]]), 422,
+                                     "QueryError"),
+    "unknown search keyword": (*_search([], {"vector": V, "bogus": 1}), 422, "QueryError"),
+    "3000 nested parentheses in SQL": ("/sql", {"query": DEEP_SQL}, 422, "QueryError"),
+    # Neighbours of the same faults.
+    "ids 1.5": ("/tables/t/get", {"ids": 1.5}, 422, "ValidationError"),
+    "limit unknown keyword": (*_search([["limit", [], {"kk": 3}]]), 422, "QueryError"),
+    "b64 shape disagrees with data": (*_search([], {"vector": {"b64": B64_ONE,
+                                                               "shape": [2, 4]}}), 422,
+                                      "ValidationError"),
+    "columns repeated in scan": ("/tables/t/scan", {"columns": ["price"] * 1000}, 422,
+                                 "QueryError"),
+    "columns repeated in get": ("/tables/t/get", {"ids": [1], "columns": ["id", "id"]}, 422,
+                                "QueryError"),
+    "JSON nested 3000 deep": ("/tables/t/count", '{"where": {"expr": ' + "[" * 3000
+                              + "]" * 3000 + "}}", 422, "ValidationError"),
+    "filter tree nested 300 deep": ("/tables/t/count", {"where": {"expr": json.loads(
+        '{"op": "not", "arg": ' * 300 + '{"column": "price"}' + "}" * 300)}}, 422,
+        "QueryError"),
+    "NaN as a limit": (*_search([["limit", [float("nan")], {}]]), 422, "QueryError"),
+    "NaN as rrf k": (*_search([["fuse", ["rrf"], {"k": float("nan")}]], HYBRID), 422,
+                     "QueryError"),
+    "select a nested list": (*_search([["select", [[["a"]]], {}]]), 422, "QueryError"),
+    "SQL result with one name twice": ("/sql", {"query": "SELECT a.id, b.id FROM t a, t b "
+                                                          "LIMIT 1"}, 422, "QueryError"),
+    "backup name too long for the OS": ("/admin/backup", {"dest": "\u00e9" * 200}, 422,
+                                        "ValidationError"),
+    "body not UTF-8": ("/tables/t/count", b'{"where": "name = \'\xed\xa0\x80\'"}', 422,
+                       "ValidationError"),
+    "SQL unary chain 400 deep": ("/sql", {"query": "SELECT " + "- " * 400 + "1"}, 422,
+                                 "QueryError"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_request_is_a_4xx(env, name):
+    client, headers = env
+    url, body, status, cls = CASES[name]
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+    r = client.post(url, content=content, headers=headers)
+    assert r.status_code == status, (name, r.status_code, r.text[:300])
+    err = r.json()["error"]
+    assert err["class"] == cls and err["status"] == status, (name, err)
+    assert "internal server error" not in err["message"]
+    # The server is still healthy and the data unchanged.
+    assert client.post("/tables/t/count", json={}, headers=headers).json() == {"count": 200}
+
+
+def test_well_formed_neighbours_still_work(env):
+    """The checks refuse only what is wrong: valid forms of each request still succeed."""
+    client, headers = env
+
+    def ok(url, body):
+        r = client.post(url, json=body, headers=headers)
+        assert r.status_code == 200, (url, body, r.text[:300])
+        return r.json()
+
+    assert ok("/tables/t/get", {"ids": [1, 2], "columns": ["id", "price"]})["num_rows"] == 2
+    assert ok("/tables/t/get", {"ids": 3})["num_rows"] == 1
+    rows = ok(*_search([["limit", [], {"k": 5}], ["params", [], {"nprobe": 2}],
+                        ["select", [["price", "name"]], {}]]))
+    assert rows["table"]["num_rows"] == 5
+    assert ok(*_search([["limit", [3]]], {"vector": {"b64": B64_ONE, "shape": [4]}})
+              )["table"]["num_rows"] == 3
+    assert ok(*_search([["fuse", ["rrf"], {"k": 10}], ["limit", [4], {}]], HYBRID)
+              )["table"]["num_rows"] == 4
+    assert ok(*_search([["fuse", ["linear"], {"weights": [0.5, 0.5]}], ["limit", [4], {}]],
+                       HYBRID))["table"]["num_rows"] == 4
+    assert ok("/tables/t/count", {"where": "name = 'caf\u00e9 \U0001f600'"}) == {"count": 0}
+    # Float values may be NaN in the embedded API, so the wire carries them to the engine
+    # (which reads NaN in a non-nullable column as a missing value, as embedded).
+    r = client.post("/tables/t/upsert", content=b'{"rows": [{"id": 0, "price": NaN, "name": '
+                    b'"n0", "body": "blue hat", "emb": [1, 2, 3, 4]}]}', headers=headers)
+    assert r.status_code == 422 and "non-nullable column 'price'" in r.text, r.text
+    nested = "SELECT " + "(" * 20 + "1" + ")" * 20 + " AS x"
+    assert ok("/sql", {"query": nested})["columns"]["x"] == [1]
+
+
+def test_deep_sql_is_a_query_error_in_python_too(tmp_path):
+    db = unidb.connect(tmp_path / "db")
+    try:
+        with pytest.raises(unidb.QueryError) as e:
+            db.sql(DEEP_SQL)
+        assert e.value.position is not None and DEEP_SQL[e.value.position] == "("
+        with pytest.raises(unidb.QueryError, match="deeper than"):
+            db.sql("SELECT " + "- " * 400 + "1")
+        assert db.sql("SELECT " + "- " * 40 + "1 AS x").column("x").to_pylist() == [1]
+    finally:
+        db.close()
+
+
+def test_every_error_class_is_a_4xx_except_corruption():
+    """Each unidb.errors class gets a client-error status; only CorruptionError (a fault of
+    the server's own files) is a 500, and the client re-raises the same class."""
+    from unidb import errors as E
+    from unidb.server.errors import error_body, error_from_body, status_of
+    for name in E.__all__:
+        cls = getattr(E, name)
+        exc = cls("boom")
+        status = status_of(exc)
+        if cls is E.CorruptionError:
+            assert status == 500
+        else:
+            assert 400 <= status < 500, (name, status)
+        assert type(error_from_body(error_body(exc, status), status)) is cls
+
+
+def test_remote_non_finite_floats_behave_as_embedded(tmp_path):
+    """NaN/inf in float columns travel over the wire (the client's json writes them)."""
+    from unidb.client import RemoteDatabase
+    path = tmp_path / "db"
+    db = unidb.connect(path)
+    db.create_table("f", {"id": unidb.Int64(primary_key=True),
+                          "x": unidb.Float64(nullable=True)})
+    db.close()
+    app = create_app(path, ServerConfig(auth=False, access_log=False))
+    with TestClient(app) as client:
+        t = RemoteDatabase("http://testserver", transport=client._transport).open_table("f")
+        assert t.add([{"id": 1, "x": float("nan")}, {"id": 2, "x": float("inf")}]) == 2
+        assert t.add({"id": [3], "x": [float("-inf")]}) == 1
+        assert t.count() == 3

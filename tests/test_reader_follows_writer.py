@@ -414,3 +414,64 @@ def test_reader_follows_churning_writer_exactly(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# -- the writer process itself: its indexes run ahead of a query's snapshot -------------------
+def test_writer_process_searches_never_return_rows_outside_their_snapshot(tmp_path):
+    """In the writing process every commit feeds the indexes at once, so a query that took its
+    snapshot just before may get index rows the snapshot lacks: they must be dropped, never
+    taken (KeyError) or used to index the snapshot's row masks (IndexError)."""
+    db = unidb.connect(tmp_path / "w.unidb")
+    t = db.create_table("t", child.schema())
+    t.add(child.rows(0, 300, 1))
+    t.create_index("emb", "partition", **child.PARTITION_OPTIONS)
+    t.create_index("num", "sorted")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    served = [0]
+
+    def write():
+        try:
+            nxt = 300
+            rng = np.random.default_rng(5)
+            while not stop.is_set():
+                t.add(child.rows(nxt, 20, nxt))
+                nxt += 20
+                t.delete(ids=rng.choice(nxt, 10, replace=False).tolist())
+        except BaseException as e:
+            errors.append(e)
+
+    def search(i):
+        rng = np.random.default_rng(i)
+        try:
+            while not stop.is_set():
+                q = rng.standard_normal(child.DIM)
+                lo = float(rng.uniform(0, 900))
+                for b in (t.search(q).limit(50),
+                          t.search(q).where(f"num >= {lo} AND num < {lo + 20}")
+                          .params(force_plan="scalar").limit(20),
+                          t.search(q).where("num >= 0").params(force_plan="index").limit(20),
+                          t.search(q, text="w1").limit(10)):
+                    results, _, _, state = b._run()
+                    for rid, _ in results:
+                        assert state.is_live(rid).all()
+                        state.take(rid, ["id"])
+                    served[0] += 1
+        except BaseException as e:
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=write)] + \
+        [threading.Thread(target=search, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and not stop.is_set():
+        time.sleep(0.05)
+    stop.set()
+    for th in threads:
+        th.join()
+    db.close()
+    if errors:
+        raise errors[0]
+    assert served[0] > 50

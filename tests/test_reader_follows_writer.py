@@ -475,3 +475,25 @@ def test_writer_process_searches_never_return_rows_outside_their_snapshot(tmp_pa
     if errors:
         raise errors[0]
     assert served[0] > 50
+
+
+def test_reader_rebuilds_an_index_whose_catch_up_fails(tmp_path):
+    """A catch-up that raises half way must not leave a half-caught-up index behind."""
+    path = tmp_path / "db.unidb"
+    wdb = unidb.connect(path)                         # a read-only open takes no lock
+    w = wdb.create_table("t", child.schema())
+    w.add(child.rows(0, 300, 1))
+    db, t = reader(path)
+    try:
+        broken = t._indexes.get("body")
+
+        def fail(*a, **k):
+            raise RuntimeError("injected")
+        broken.impl.add = fail
+        w.delete(ids=list(range(0, 300, 3)))
+        w.add(child.rows(300, 100, 2))
+        verify(t, np.random.default_rng(4), quiet=True, kinds=("text", "match", "sparse"))
+        assert t._indexes.get("body") is not broken
+    finally:
+        db.close()
+        wdb.close()

@@ -378,14 +378,19 @@ class IndexSet:
                 dead = np.frombuffer(fresh.to_array(), dtype=np.uint32).astype(np.int64)
                 dead = dead[dead < applied.next_rowid]   # newer rows are added only if live
             for h in list(self._handles.values()):
-                with h.lock:
-                    if len(dead):
-                        h.impl.delete(dead)
-                    if state.next_rowid > applied.next_rowid:
-                        ids, vals = self._column_values(state, h.column, h.adapter,
-                                                        min_rowid=applied.next_rowid)
-                        if len(ids):
-                            h.adapter.add(h.impl, ids, vals)
+                try:
+                    with h.lock:
+                        if len(dead):
+                            h.impl.delete(dead)
+                        if state.next_rowid > applied.next_rowid:
+                            ids, vals = self._column_values(state, h.column, h.adapter,
+                                                            min_rowid=applied.next_rowid)
+                            if len(ids):
+                                h.adapter.add(h.impl, ids, vals)
+                except Exception as e:   # half caught up: rebuild it from the rows below
+                    log.warning("index on %s failed to catch up (%r); building it in memory",
+                                h.column, e)
+                    self._close_handles([h.column])
         # Indexes the writer created since (and, at open, every index).
         for column, d in wanted.items():
             if column not in self._handles:

@@ -397,11 +397,12 @@ def test_reader_follows_churning_writer_exactly(tmp_path):
         line = p.stdout.readline().strip()
         assert p.wait(60) == 0 and line.startswith("DONE"), line
         counts = json.loads(line[5:])
-        assert counts["compact"] >= 3 and counts["delete"] >= 10, counts
+        assert counts["compact"] >= 2 and counts["delete"] >= 5, counts
         print(f"\nreader checks {checks}, states seen {len(states)}, writer {counts}")
         assert sum(checks) >= 20, checks
         assert len(states) >= 5, f"the reader saw only {len(states)} checkpoints/compactions"
         # the reader's own copy of the partition index was split and merged as it followed
+        assert t._indexes.vector_index("emb").wait_idle(60)
         after = t.index_stats("emb")
         assert after["splits"] > rebalanced["splits"] and after["merges"] > rebalanced["merges"]
         # the writer is gone: one more exact pass, and a fresh reader agrees

@@ -37,10 +37,30 @@ def _check_params(params: dict) -> None:
 
 
 def run(b) -> tuple[list[Result], bool, str, Any]:
-    """Execute the builder's request: (per-query results, single?, value column, state)."""
+    """Execute the builder's request: (per-query results, single?, value column, state).
+
+    The whole request runs on one snapshot with the table's indexes at that snapshot
+    (`IndexSet.snapshot`: in a read-only process the indexes catch up to it first), and only
+    rows live in that snapshot are returned, so the caller can take them from it."""
     _check_params(b._params)
+    with b._table._indexes.snapshot() as state:
+        results, single, value_col, state = _run(b, state)
+    return [_live_only(state, ids, v) for ids, v in results], single, value_col, state
+
+
+def _live_only(state, ids: np.ndarray, values: np.ndarray) -> Result:
+    """Drop row ids not live in `state` (an index fed by a later commit than the snapshot)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return ids, values
+    keep = state.is_live(ids)
+    if keep.all():
+        return ids, values
+    return ids[keep], np.asarray(values)[keep]
+
+
+def _run(b, state) -> tuple[list[Result], bool, str, Any]:
     t = b._table
-    state = t._state()
     b._explain = []
     has_text = b._text is not None or b._sparse is not None
     if b._vectors is not None:

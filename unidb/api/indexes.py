@@ -12,12 +12,25 @@ every checkpoint). A crash at any point leaves the last complete snapshot plus d
 
 Text columns (`unidb.Text`) and sparse-vector columns get their inverted index automatically;
 vector (`partition`) and scalar (`sorted`) indexes are created with `t.create_index`.
+
+Read-only processes cannot be fed commits (they happen in another process). Their `IndexSet`
+follows the rows instead: it remembers the `TableState` its indexes reflect, and every read call
+takes its snapshot through `snapshot()`, which first brings the indexes to exactly that state —
+rows with ids at or past the old watermark are added, tombstones not yet applied are deleted,
+index definitions the writer created or dropped are opened or closed. A query pins the state
+for its whole run; catching up to a newer state waits until no query is pinned, so every query
+sees its indexes, its filter masks and its result rows at one moment. Readers never write:
+snapshots are read from a private copy of the files the index manifest names (the writer's
+folder is never cleaned or locked by a reader), partition indexes use memory storage, sorted
+indexes are rebuilt from the rows, and a snapshot that cannot be read is rebuilt in memory.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,6 +56,8 @@ AUTOMATIC = {"text": "text", "sparse": "sparse"}
 SAVE_MIN_CHANGES = 50_000
 SAVE_MIN_FRACTION = 0.2
 INDEX_DIR_PREFIX = "idx-"
+# A read-only process retries loading a snapshot the writer replaced while it was copying.
+READ_RETRIES = 5
 
 
 def index_folder(table_folder: Path, column: str) -> Path:
@@ -72,6 +87,35 @@ class _Kind:
 
     def load(self, folder: Path):
         raise NotImplementedError
+
+    # -- readers: load without ever writing into the writer's folder ------------------------
+    READER_LOADS = True    # False: a read-only process always builds this kind from the rows
+
+    def snapshot_files(self, manifest: dict) -> list[str]:
+        """The files (besides SNAPSHOT) that the snapshot manifest names."""
+        raise NotImplementedError
+
+    def reader_manifest(self, manifest: dict) -> dict:
+        """The manifest a reader's private copy loads from (e.g. memory storage only)."""
+        return manifest
+
+    def load_copy(self, folder: Path):
+        """(impl, covered) from a private copy of the saved snapshot (read-only processes).
+
+        The index loaders clean their folder (stale temps, files of older generations) and a
+        disk-backed partition index writes working files there: a reader doing that in the
+        writer's folder would delete files a concurrent save is writing. So a reader copies
+        the manifest and exactly the files it names into a temporary folder and loads that.
+        A file the writer deleted in between raises FileNotFoundError (the caller retries)."""
+        tmp = Path(tempfile.mkdtemp(prefix="unidb-reader-index-"))
+        try:
+            manifest = files.read_json(folder / self.SNAPSHOT)
+            for name in self.snapshot_files(manifest):
+                shutil.copyfile(folder / name, tmp / name)
+            files.atomic_write_json(tmp / self.SNAPSHOT, self.reader_manifest(manifest))
+            return self.load(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _chunk(col) -> pa.Array:
@@ -118,6 +162,13 @@ class _PartitionKind(_Kind):
         idx.start_rebalancer()
         return idx, covered
 
+    def snapshot_files(self, manifest):
+        return list(manifest["files"].values())
+
+    def reader_manifest(self, manifest):
+        # a reader's copy lives in memory: disk storage would put working files in the folder
+        return {**manifest, "options": {**manifest["options"], "storage": "memory"}}
+
 
 class _SortedKind(_Kind):
     name = "sorted"
@@ -144,6 +195,15 @@ class _SortedKind(_Kind):
         meta = files.read_json(folder / self.META)
         return SortedIndex.load(folder / self.DATA), int(meta["covered"])
 
+    # sorted.json and sorted.npz are replaced one after the other, so a reader could pair a
+    # new array with an old watermark; rebuilding from the rows is a single sort anyway.
+    READER_LOADS = False
+
+
+def _inverted_files(manifest: dict) -> list[str]:
+    names = [n for e in manifest["segments"] for n in (e["file"], e["live"])]
+    return names + [v for k, v in manifest.items() if k.endswith("_file") and v]
+
 
 class _TextKind(_Kind):
     name = "text"
@@ -168,6 +228,9 @@ class _TextKind(_Kind):
         from unidb.index.sparse import TextIndex
         return TextIndex.load(folder)
 
+    def snapshot_files(self, manifest):
+        return _inverted_files(manifest)
+
 
 class _SparseKind(_Kind):
     name = "sparse"
@@ -189,6 +252,16 @@ class _SparseKind(_Kind):
     def load(self, folder):
         from unidb.index.sparse import SparseIndex
         return SparseIndex.load(folder)
+
+    def snapshot_files(self, manifest):
+        return _inverted_files(manifest)
+
+
+def _close_impl(impl) -> None:
+    if hasattr(impl, "close"):
+        impl.close()
+    elif hasattr(impl, "stop_rebalancer"):
+        impl.stop_rebalancer()
 
 
 ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(),
@@ -219,10 +292,148 @@ class IndexSet:
         self._store = table._store
         self._handles: dict[str, IndexHandle] = {}
         self._lock = threading.RLock()
-        self._open_existing()
-        if not self._store.read_only:
+        self.read_only = self._store.read_only
+        # Read-only processes: the state the indexes reflect, the definitions they were opened
+        # with, and the queries pinned to that state (catch-up waits until none is).
+        self._applied: TableState | None = None
+        self._defs: dict[str, dict] = {}
+        self._pins = 0
+        self._cv = threading.Condition(threading.Lock())
+        self._local = threading.local()
+        if self.read_only:
+            with self._cv:
+                self._follow(self._store.state)
+        else:
+            self._open_existing()
             self._store.listeners.append(self._on_commit)
             self._store.checkpoint_listeners.append(self._on_checkpoint)
+
+    # -- the state a read runs on ----------------------------------------------------------
+    @contextlib.contextmanager
+    def snapshot(self):
+        """The table state one read call runs on, with every index at exactly that state.
+
+        Writer process: the latest state (indexes are fed every commit under the write lock,
+        so they may already hold later rows; the query layer drops index results that are not
+        live in the snapshot). Read-only process: the latest state on disk; the indexes are
+        caught up to it first, and stay there until the block ends (catch-up to a newer state
+        waits for pinned queries to finish). Nested calls in one thread reuse the outer state."""
+        if not self.read_only:
+            yield self._store.state
+            return
+        held = getattr(self._local, "state", None)
+        if held is not None:
+            yield held
+            return
+        with self._cv:
+            while True:
+                state = self._store.state
+                if state is self._applied and not self._defs_changed():
+                    break
+                if self._pins == 0:
+                    self._follow(state)
+                    break
+                self._cv.wait()
+            state = self._applied
+            self._pins += 1
+        self._local.state = state
+        try:
+            yield state
+        finally:
+            self._local.state = None
+            with self._cv:
+                self._pins -= 1
+                if self._pins == 0:
+                    self._cv.notify_all()
+
+    def current_state(self) -> TableState:
+        """The latest state with the indexes caught up to it (not pinned: for callers that
+        do not hold a `snapshot()` block; the query layer ignores index rows beyond it)."""
+        with self.snapshot() as state:
+            return state
+
+    def _defs_changed(self) -> bool:
+        return self._wanted_defs() != self._defs
+
+    def _wanted_defs(self) -> dict[str, dict]:
+        return {c: d for c, d in self._wanted().items() if d["kind"] != "flat"}
+
+    def _follow(self, state: TableState) -> None:
+        """Read-only process: bring the indexes to exactly `state` (no query is pinned)."""
+        applied = self._applied
+        if applied is not None and state.next_rowid < applied.next_rowid:
+            # Row ids only grow; a state behind the indexes means the files were replaced
+            # wholesale (e.g. a restored backup): start over from the rows.
+            log.warning("table %s went back from row id %d to %d; rebuilding its indexes",
+                        self._store.folder, applied.next_rowid, state.next_rowid)
+            self._close_handles(list(self._handles))
+            applied = None
+        wanted = self._wanted_defs()
+        # The writer dropped (or dropped and re-created differently) an index.
+        self._close_handles([c for c in self._handles if wanted.get(c) != self._defs.get(c)])
+        if applied is not None and self._handles:
+            dead = np.zeros(0, np.int64)
+            if state.tombstones is not applied.tombstones:
+                fresh = state.tombstones - applied.tombstones
+                dead = np.frombuffer(fresh.to_array(), dtype=np.uint32).astype(np.int64)
+                dead = dead[dead < applied.next_rowid]   # newer rows are added only if live
+            for h in list(self._handles.values()):
+                try:
+                    with h.lock:
+                        if len(dead):
+                            h.impl.delete(dead)
+                        if state.next_rowid > applied.next_rowid:
+                            ids, vals = self._column_values(state, h.column, h.adapter,
+                                                            min_rowid=applied.next_rowid)
+                            if len(ids):
+                                h.adapter.add(h.impl, ids, vals)
+                except Exception as e:   # half caught up: rebuild it from the rows below
+                    log.warning("index on %s failed to catch up (%r); building it in memory",
+                                h.column, e)
+                    self._close_handles([h.column])
+        # Indexes the writer created since (and, at open, every index).
+        for column, d in wanted.items():
+            if column not in self._handles:
+                self._handles[column] = self._reader_open(column, d, state)
+                self._defs[column] = d
+        self._applied = state
+
+    def _reader_open(self, column: str, d: dict, state: TableState) -> IndexHandle:
+        """Read-only process: an index at exactly `state`, from the saved snapshot when one
+        can be read and does not run ahead of `state`, else built from the rows in memory."""
+        adapter = ADAPTERS[d["kind"]]
+        folder = index_folder(self._store.folder, column)
+        if adapter.READER_LOADS and adapter.has_snapshot(folder):
+            for attempt in range(READ_RETRIES):
+                try:
+                    impl, covered = adapter.load_copy(folder)
+                except FileNotFoundError:      # the writer replaced the snapshot meanwhile
+                    time.sleep(0.005 * (attempt + 1))
+                    continue
+                except Exception as e:          # damaged: the rows are the source of truth
+                    log.warning("index on %s unreadable (%r); building it in memory", column, e)
+                    break
+                if covered > state.next_rowid:
+                    # Saved after this state was read: it may hold rows the state lacks.
+                    _close_impl(impl)
+                    break
+                handle = IndexHandle(column, d["kind"], d["options"], impl, covered)
+                try:
+                    self._catch_up(handle, state)
+                except Exception as e:
+                    log.warning("index on %s failed to catch up (%r); building it in memory",
+                                column, e)
+                    _close_impl(impl)
+                    break
+                return handle
+        return self._build(column, d["kind"], d["options"], state)
+
+    def _close_handles(self, columns: list[str]) -> None:
+        for c in columns:
+            h = self._handles.pop(c, None)
+            self._defs.pop(c, None)
+            if h is not None:
+                _close_impl(h.impl)
 
     # -- definitions -----------------------------------------------------------------------
     def definitions(self) -> dict:
@@ -252,8 +463,6 @@ class IndexSet:
                     handle = IndexHandle(column, d["kind"], d["options"], impl, covered)
                     self._catch_up(handle, state)
                 except Exception as e:  # a damaged snapshot is rebuilt from the rows
-                    if self._store.read_only:
-                        raise
                     log.warning("index on %s unreadable (%r); rebuilding", column, e)
                     handle = None
             if handle is None:
@@ -263,8 +472,13 @@ class IndexSet:
     def _build(self, column: str, kind: str, options: dict, state: TableState) -> IndexHandle:
         adapter = ADAPTERS[kind]
         ids, vals = self._column_values(state, column, adapter)
-        impl = adapter.build(self._table.schema[column], options, ids, vals,
-                             index_folder(self._store.folder, column))
+        folder = index_folder(self._store.folder, column)
+        build_options = options
+        if self.read_only:          # a reader's index lives in memory, never in the folder
+            folder = None
+            if kind == "partition":
+                build_options = {**options, "storage": "memory"}
+        impl = adapter.build(self._table.schema[column], build_options, ids, vals, folder)
         return IndexHandle(column, kind, options, impl, covered=-1,
                            changes=max(len(ids), 1))
 
@@ -396,10 +610,7 @@ class IndexSet:
                     if checkpoint and not self._store.read_only and (h.changes or h.covered < 0):
                         self._save(h, self._store.state)
                 finally:
-                    if hasattr(h.impl, "close"):
-                        h.impl.close()
-                    elif hasattr(h.impl, "stop_rebalancer"):
-                        h.impl.stop_rebalancer()
+                    _close_impl(h.impl)
             self._handles.clear()
 
     # -- lookups for the query layer -------------------------------------------------------

@@ -103,8 +103,63 @@ class TableSource:
         return out
 
     # -- indexes ---------------------------------------------------------------------------
+    # In the writer process an index is fed by every commit, so during a query it may already
+    # hold rows newer than this snapshot; the query layer indexes row masks of this snapshot's
+    # size with index row ids, so those rows are dropped here. (Read-only processes pin their
+    # indexes to the snapshot, see IndexSet.snapshot; the views then pass everything through.)
     def vector_index(self, name: str):
-        return self.table._indexes.vector_index(name)
+        idx = self.table._indexes.vector_index(name)
+        return None if idx is None else _SnapshotVectorIndex(idx, self.state.next_rowid)
 
     def scalar_index(self, name: str):
-        return self.table._indexes.scalar_index(name)
+        idx = self.table._indexes.scalar_index(name)
+        return None if idx is None else _SnapshotScalarIndex(idx, self.state.next_rowid)
+
+
+class _SnapshotView:
+    """An index seen from a snapshot whose row ids are below `limit`."""
+
+    def __init__(self, index, limit: int):
+        self._index = index
+        self._limit = limit
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class _SnapshotVectorIndex(_SnapshotView):
+    def search(self, queries, k, **knobs):
+        ids, dist = self._index.search(queries, k, **knobs)
+        late = ids >= self._limit
+        if late.any():
+            ids, dist = ids.copy(), dist.copy()
+            ids[late], dist[late] = -1, np.inf
+        return ids, dist
+
+    def scan(self, query, **knobs):
+        return _SnapshotScan(self._index.scan(query, **knobs), self._limit)
+
+
+class _SnapshotScan:
+    def __init__(self, scan, limit: int):
+        self._scan = scan
+        self._limit = limit
+
+    def __getattr__(self, name):
+        return getattr(self._scan, name)
+
+    def next_batch(self):
+        batch = self._scan.next_batch()
+        if batch is not None and len(batch.row_ids) and batch.row_ids.max() >= self._limit:
+            keep = batch.row_ids < self._limit
+            batch = type(batch)(batch.row_ids[keep], batch.distances[keep])
+        return batch
+
+
+class _SnapshotScalarIndex(_SnapshotView):
+    def range_rows(self, *args, **kwargs):
+        rows = self._index.range_rows(*args, **kwargs)
+        return rows[rows < self._limit] if len(rows) and rows.max() >= self._limit else rows

@@ -46,7 +46,8 @@ class Table:
         return self._pk
 
     def _state(self) -> TableState:
-        return self._store.state
+        # Read-only processes: the latest state with the indexes caught up to it.
+        return self._indexes.current_state()
 
     # -- primary key map -------------------------------------------------------------------
     def _key_map(self) -> dict[Any, int]:
@@ -186,21 +187,21 @@ class Table:
 
     def count(self, where: Any = None) -> int:
         """Number of live rows, optionally matching a filter."""
-        state = self._store.state
         if where is None:
-            return state.live_rows
+            return self._store.state.live_rows
         expr = self._filter(where)
-        return int(sum(int(m.sum()) for _, m in self._masks(state, expr)))
+        with self._indexes.snapshot() as state:      # MATCH() reads the text index
+            return int(sum(int(m.sum()) for _, m in self._masks(state, expr)))
 
     def to_arrow(self, columns: Sequence[str] | None = None, where: Any = None) -> pa.Table:
         """All live rows (optionally filtered) as one Arrow table."""
         cols = self._columns(columns)
-        state = self._store.state
         expr = self._filter(where) if where is not None else None
         pieces = []
-        for part, mask in self._masks(state, expr):
-            t = part.table.select(cols)
-            pieces.append(t if mask.all() else t.filter(pa.array(mask)))
+        with self._indexes.snapshot() as state:      # MATCH() reads the text index
+            for part, mask in self._masks(state, expr):
+                t = part.table.select(cols)
+                pieces.append(t if mask.all() else t.filter(pa.array(mask)))
         if not pieces:
             return self._empty(cols)
         return pa.concat_tables(pieces)

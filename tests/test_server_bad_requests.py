@@ -163,9 +163,10 @@ def test_deep_sql_is_a_query_error_in_python_too(tmp_path):
         db.close()
 
 
-def test_every_error_class_is_a_4xx_except_corruption():
-    """Each unidb.errors class gets a client-error status; only CorruptionError (a fault of
-    the server's own files) is a 500, and the client re-raises the same class."""
+def test_every_error_class_is_a_4xx_except_server_faults():
+    """Each unidb.errors class gets a client-error status except the server's own faults:
+    CorruptionError (its files) is a 500, StorageError (its disk) a 503; the client re-raises
+    the same class."""
     from unidb import errors as E
     from unidb.server.errors import error_body, error_from_body, status_of
     for name in E.__all__:
@@ -174,6 +175,8 @@ def test_every_error_class_is_a_4xx_except_corruption():
         status = status_of(exc)
         if cls is E.CorruptionError:
             assert status == 500
+        elif cls is E.StorageError:
+            assert status == 503
         else:
             assert 400 <= status < 500, (name, status)
         assert type(error_from_body(error_body(exc, status), status)) is cls
@@ -193,3 +196,24 @@ def test_remote_non_finite_floats_behave_as_embedded(tmp_path):
         assert t.add([{"id": 1, "x": float("nan")}, {"id": 2, "x": float("inf")}]) == 2
         assert t.add({"id": [3], "x": [float("-inf")]}) == 1
         assert t.count() == 3
+
+
+def test_full_disk_is_a_503_storage_error_and_nothing_is_applied(tmp_path):
+    """The server's own disk failing is not the client's mistake: 503, class StorageError
+    (re-raised by the remote client), and the write is not there."""
+    from unidb.storage import files
+    path = tmp_path / "db.unidb"
+    db = unidb.connect(path)
+    db.create_table("t", {"id": unidb.Int64(primary_key=True), "emb": unidb.Vector(DIM)})
+    db.close()
+    key = KeyStore(path).create("admin")
+    app = create_app(path, ServerConfig(access_log=False))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        headers = {"X-API-Key": key, "content-type": "application/json"}
+        body = {"rows": [{"id": 1, "emb": V}]}
+        with files.FaultPlan(ops="write", name="wal-*"):
+            r = client.post("/tables/t/add", json=body, headers=headers)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["class"] == "StorageError"
+        assert client.post("/tables/t/count", json={}, headers=headers).json()["count"] == 0
+        assert client.post("/tables/t/add", json=body, headers=headers).status_code == 200

@@ -21,6 +21,7 @@ STATUS: list[tuple[type, int]] = [
     (E.ValidationError, 422),
     (E.QueryError, 422),
     (E.CorruptionError, 500),
+    (E.StorageError, 503),         # the server's disk, not the request: retry later
     (E.UnidbError, 400),
 ]
 
@@ -75,4 +76,5 @@ def error_from_body(body: Any, status: int) -> E.UnidbError:
 
 def _by_status(status: int) -> type:
     return {401: E.AuthError, 403: E.AuthError, 404: E.NotFoundError, 409: E.SchemaError,
-            413: E.LimitError, 422: E.ValidationError, 504: E.LimitError}.get(status, E.UnidbError)
+            413: E.LimitError, 422: E.ValidationError, 503: E.StorageError,
+            504: E.LimitError}.get(status, E.UnidbError)

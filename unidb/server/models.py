@@ -77,6 +77,8 @@ ERROR_STATUSES: dict[int, str] = {
     413: "LimitError: over a request limit (body, rows, k, filter, result rows, queries)",
     422: "ValidationError (bad rows, bad body) or QueryError (bad filter, search or SQL)",
     500: "CorruptionError or a server fault (see the server log); never a client's mistake",
+    503: "StorageError: the server's disk failed the write (full, I/O error); nothing was "
+         "applied, retry once the operator has made room",
     504: "LimitError: the read exceeded the server's query timeout",
 }
 
@@ -86,7 +88,7 @@ def error_responses(role: str, forbidden: bool) -> dict[int, dict]:
     a read key may be refused (403) for what it asks."""
     if role == "none":
         return {}
-    codes = [400, 401, 404, 409, 413, 422, 500]
+    codes = [400, 401, 404, 409, 413, 422, 500, 503]
     if role == "admin" or forbidden:
         codes.append(403)
     if role == "read":

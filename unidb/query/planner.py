@@ -64,9 +64,12 @@ def _params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _scan_knobs(params: dict[str, Any]) -> dict[str, Any]:
-    knobs = dict(params.get("scan_knobs") or {})
+    """Options of the index's stream scan. nprobe=n reads the n nearest partitions (as in a
+    plain index search); matching rows beyond them are then scored by the exact finish."""
+    knobs = {k: params[k] for k in ("eps2", "max_partitions") if params.get(k) is not None}
     if params.get("nprobe") is not None:
-        knobs["nprobe"] = params["nprobe"]
+        knobs["max_partitions"] = params["nprobe"]
+    knobs.update(params.get("scan_knobs") or {})
     return knobs
 
 
@@ -185,7 +188,8 @@ def _postfilter(plan: _Plan, q: np.ndarray, k_eff: int):
 
 
 def _search_knobs(params: dict[str, Any]) -> dict[str, Any]:
-    return {"nprobe": params["nprobe"]} if params.get("nprobe") is not None else {}
+    return {k: params[k] for k in ("nprobe", "eps2", "max_partitions")
+            if params.get(k) is not None}
 
 
 def _topk_planned(plan: _Plan, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from unidb.errors import NotFoundError, SchemaError, UnidbError
+from unidb.errors import NotFoundError, SchemaError, UnidbError, ValidationError
 from unidb.schema import Schema
 from unidb.storage.catalog import DatabaseFolder
 from unidb.storage.table_store import DURABILITY_MODES, TableStore
@@ -27,7 +27,18 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
         return RemoteDatabase(text, api_key=api_key, **client_options)
     if durability not in DURABILITY_MODES:
         raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-    return Database(Path(uri), read_only=read_only, durability=durability)
+    if not isinstance(uri, (str, Path)) or not text:
+        raise ValidationError(f"connect() takes a folder path or an http(s):// URL, got {uri!r}")
+    path = Path(uri)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():      # e.g. a data file passed by mistake
+            raise ValidationError(f"cannot open a database at {str(path)!r}: {str(p)!r} is a "
+                                  f"file, not a folder; a unidb database is a folder")
+    try:
+        return Database(path, read_only=read_only, durability=durability)
+    except OSError as e:                       # permissions, read-only filesystem, ...
+        raise UnidbError(f"cannot open a database at {str(path)!r}: "
+                         f"{e.strerror or e}") from e
 
 
 def _check_analyzers(schema: Schema) -> None:

@@ -365,6 +365,10 @@ class Schema:
                 raise SchemaError(f"column {name!r}: use an instance, e.g. {ctype.__name__}()")
             if not isinstance(ctype, ColumnType):
                 raise SchemaError(f"column {name!r}: {ctype!r} is not a unidb column type")
+            for flag in ("nullable", "primary_key"):
+                if not isinstance(getattr(ctype, flag), bool):
+                    raise SchemaError(f"column {name!r}: {flag} must be True or False, got "
+                                      f"{getattr(ctype, flag)!r}")
             self.columns[name] = ctype
         pks = [n for n, c in self.columns.items() if c.primary_key]
         if len(pks) != 1:

@@ -54,6 +54,11 @@ def _check_analyzers(schema: Schema) -> None:
                 raise SchemaError(f"column {name!r}: {e}") from None
 
 
+def _check_table_arg(name: Any) -> None:
+    if not isinstance(name, str):
+        raise ValidationError(f"a table name is a str, got {name!r}")
+
+
 class Database:
     """An embedded database: one folder, one writer process, any number of reader threads."""
 
@@ -99,6 +104,7 @@ class Database:
         """Open an existing table (recovering it from its log if needed)."""
         from unidb.api.table import Table
         self._check_open()
+        _check_table_arg(name)
         with self._lock:
             t = self._tables.get(name)
             if t is not None:
@@ -125,6 +131,7 @@ class Database:
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Delete a table and all its files."""
         self._check_open(write=True)
+        _check_table_arg(name)
         with self._lock:
             t = self._tables.pop(name, None)
             if t is not None:

@@ -43,6 +43,16 @@ def _is_number(v: Any) -> bool:
         and not isinstance(v, (bool, np.bool_))
 
 
+def is_finite_number(v: Any) -> bool:
+    """A real number (not a bool) that float64 holds finitely: no NaN, inf or 10**400."""
+    if not _is_number(v):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def _int(lo: int, hi: int | None) -> Callable[[str, Any], Any]:
     def check(name: str, v: Any) -> int:
         if not _is_int(v) or v < lo or (hi is not None and v > hi):
@@ -54,7 +64,7 @@ def _int(lo: int, hi: int | None) -> Callable[[str, Any], Any]:
 
 
 def _nonneg_float(name: str, v: Any) -> float:
-    if not _is_number(v) or not math.isfinite(float(v)) or v < 0:
+    if not is_finite_number(v) or v < 0:
         raise QueryError(f"search parameter {name} must be a finite number >= 0, got {v!r}")
     return float(v)
 
@@ -133,7 +143,7 @@ def check_fuse(method: Any, options: Mapping[str, Any], sources: list[str]
         raise QueryError(f"unknown option(s) {extra} for fuse({method!r}); known: {list(known)}")
     if method == "rrf":
         k = options.get("k", 60)
-        if not _is_number(k) or not math.isfinite(float(k)) or k < 0:
+        if not is_finite_number(k) or k < 0:
             raise QueryError(f"fuse('rrf') k must be a finite number >= 0 (60 by default), "
                              f"got {k!r}")
         return method, {"k": float(k)}
@@ -146,7 +156,7 @@ def check_fuse(method: Any, options: Mapping[str, Any], sources: list[str]
 
 
 def _weight(where: str, w: Any) -> float:
-    if not _is_number(w) or not math.isfinite(float(w)) or w < 0:
+    if not is_finite_number(w) or w < 0:
         raise QueryError(f"{where} must be a finite number >= 0, got {w!r}")
     return float(w)
 

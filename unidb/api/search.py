@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from unidb.api.knobs import check_fuse, check_params, check_vector_weights
+from unidb.api.knobs import (check_fuse, check_params, check_vector_weights,
+                              is_finite_number)
 from unidb.errors import QueryError, ValidationError
 from unidb.storage.parts import ROWID
 
@@ -92,8 +93,7 @@ class SearchBuilder:
                        ) -> "SearchBuilder":
         """Return every row whose distance lies in [min, max] (no limit unless one is set)."""
         for name, v in (("min", min), ("max", max)):
-            if v is not None and (not isinstance(v, (int, float, np.floating, np.integer))
-                                  or isinstance(v, bool) or not np.isfinite(v)):
+            if v is not None and not is_finite_number(v):
                 raise QueryError(f"distance_range {name} must be a finite number, got {v!r}")
         if min is None and max is None:
             raise QueryError("distance_range() needs min= and/or max=")

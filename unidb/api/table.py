@@ -19,6 +19,12 @@ from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.table_store import TableStore
 
 
+def _name_arg(column: Any) -> str:
+    if not isinstance(column, str):
+        raise ValidationError(f"column must be a column name (str), got {column!r}")
+    return column
+
+
 class Table:
     """One table of an embedded database. Thread-safe; obtain it from `Database`."""
 
@@ -219,16 +225,16 @@ class Table:
     # -- indexes and maintenance -----------------------------------------------------------
     def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:
         """Build an index on a column: kind="partition" (vectors), "sorted" (scalars), ..."""
-        self._indexes.create(column, kind, **options)
+        self._indexes.create(_name_arg(column), kind, **options)
 
     def drop_index(self, column: str) -> None:
-        self._indexes.drop(column)
+        self._indexes.drop(_name_arg(column))
 
     def list_indexes(self) -> dict:
         return self._indexes.definitions()
 
     def index_stats(self, column: str) -> dict:
-        return self._indexes.stats(column)
+        return self._indexes.stats(_name_arg(column))
 
     def compact(self) -> int:
         """Rewrite segments to drop deleted rows now (also runs in the background)."""

@@ -427,3 +427,23 @@ def test_huge_numbers_are_refused_not_crashed_on(t):
             t.search(QUERY, text="kettle").fuse("rrf", k=big)
         with pytest.raises(unidb.QueryError, match="finite"):
             t.search(QUERY).params(eps2=big)
+
+
+def test_sorted_index_ranges_with_float_bounds_are_exact(db):
+    t = db.create_table("big", {"id": unidb.Int64(primary_key=True), "n": unidb.Int64(),
+                                "f": unidb.Float64(), "v": unidb.Vector(2)})
+    ns = [2**53 - 1, 2**53, 2**53 + 1, 2**53 + 2, 2**63 - 1, -(2**63), 3, 4]
+    fs = [2.0**53, 2.0**53 + 2, 1.5, 2.0**60, -1.0, 0.0, 2.0**53 - 1, 7.0]
+    t.add({"id": list(range(len(ns))), "n": ns, "f": fs, "v": [[i, 1.0] for i in range(len(ns))]})
+    t.create_index("n")
+    t.create_index("f")
+    for where in ("n > 9007199254740992.0", "n >= 9007199254740992.5", "n < 9007199254740993.0",
+                  "n BETWEEN 2.5 AND 9007199254740992.0", "n <= -9.3e18", "n > 1e19",
+                  "f < 9007199254740993", "f >= 9007199254740993", "f = 9007199254740992",
+                  "f BETWEEN 2 AND 9007199254740993"):
+        want = sorted(r["id"] for r in t.search([0, 1]).where(where).params(exact=True)
+                      .limit(100).to_list())
+        got = sorted(r["id"] for r in t.search([0, 1]).where(where)
+                     .params(force_plan="scalar").limit(100).to_list())
+        assert got == want, where
+        assert t.count(where=where) == len(want), where

@@ -83,6 +83,7 @@ def _scalar_candidates(source, expr, n_live: int, params: dict[str, Any]):
         b = expr.bounds_for(c)
         if idx is None or b is None:
             continue
+        b = _bounds_in_key_type(b, getattr(idx, "keys", None))
         cnt = idx.count_range(*b)
         if best is None or cnt < best[0]:
             best = (cnt, c, b, idx)
@@ -92,6 +93,21 @@ def _scalar_candidates(source, expr, n_live: int, params: dict[str, Any]):
     if params.get("force_plan") != "scalar" and cnt > SCALAR_DRIVE_SELECTIVITY * n_live:
         return None
     return c, b, idx.range_rows(*b)
+
+
+def _bounds_in_key_type(b: tuple, keys: np.ndarray | None) -> tuple:
+    """Bounds that select at least every matching row from a sorted index. Its keys are float64,
+    so an Int64 key past 2^53 is stored rounded (by at most half a float step) and an exact
+    bound can cut it off; one float step outward, inclusive, cannot. The extra rows this may
+    admit are dropped when the filter is checked on the candidates."""
+    lo, hi, lo_inc, hi_inc = b
+    if keys is None or keys.dtype.kind != "f":
+        return b
+    if lo is not None:
+        lo, lo_inc = float(np.nextafter(float(lo), -np.inf)), True
+    if hi is not None:
+        hi, hi_inc = float(np.nextafter(float(hi), np.inf)), True
+    return lo, hi, lo_inc, hi_inc
 
 
 def _filter_rows(source, expr, rows: np.ndarray) -> np.ndarray:

@@ -507,8 +507,8 @@ def _is_pandas(values: Any) -> bool:
 
 
 def _from_pandas(series: Any) -> Any:
-    """One pandas column: NaN (and None, NaT, pd.NA) is pandas' missing-value marker, so it
-    becomes NULL here; lists, dicts and arrays of other input keep NaN as NaN."""
+    """One pandas column as Arrow (or a list for object columns): NaN, None, NaT and pd.NA
+    are pandas' missing-value markers, so they become NULL."""
     if series.dtype != object:
         try:
             return pa.Array.from_pandas(series)

@@ -447,3 +447,17 @@ def test_sorted_index_ranges_with_float_bounds_are_exact(db):
                      .params(force_plan="scalar").limit(100).to_list())
         assert got == want, where
         assert t.count(where=where) == len(want), where
+
+
+def test_create_table_with_bad_data_leaves_no_table(db):
+    schema = {"id": unidb.Int64(primary_key=True), "x": unidb.Float64()}
+    with pytest.raises(unidb.ValidationError, match="'x'"):
+        db.create_table("d", schema, data=[{"id": 1, "x": "one"}])
+    assert "d" not in db.table_names()
+    assert len(db.create_table("d", schema, data=[{"id": 1, "x": 1.0}])) == 1
+
+
+def test_query_vectors_must_be_numbers(t):
+    for bad in ([True, False, True, False], ["1", "2", "3", "4"], [None, 1, 2, 3]):
+        with pytest.raises(unidb.ValidationError, match="must be numbers"):
+            t.search(bad).to_list()

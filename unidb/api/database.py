@@ -80,6 +80,8 @@ class Database:
         DatabaseFolder.check_name(name)
         schema = schema if isinstance(schema, Schema) else Schema(schema)
         _check_analyzers(schema)
+        if data is not None:                  # bad rows must not leave an empty table behind
+            data = schema.to_batch(data)
         with self._lock:
             if self._folder.exists(name):
                 if exist_ok:

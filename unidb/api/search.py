@@ -22,6 +22,11 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 100_000
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_search_arguments(args: tuple, unknown: dict) -> None:
     """Table.search() takes the query vector positionally and everything else by name."""
     if args:
@@ -124,9 +129,13 @@ class SearchBuilder:
     def _query_matrix(self, column: str, ctype, value: Any) -> tuple[np.ndarray, bool]:
         """Validated (nq, dim) float32 queries and whether the input was a single vector."""
         try:
-            q = np.asarray(value, dtype=np.float64)
+            raw = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if raw.dtype.kind not in "fiu":      # bools and strings are not coordinates
+                raise ValueError(raw.dtype)
+            q = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValidationError(f"query for column {column!r} must be numbers") from None
+            raise ValidationError(f"query for column {column!r} must be numbers, got "
+                                  f"{_short(value)}") from None
         single = q.ndim == 1
         if single:
             q = q.reshape(1, -1)

@@ -523,8 +523,8 @@ def _from_pandas(series: Any) -> Any:
 def _kind_of_type(typ: pa.DataType) -> str:
     if pa.types.is_boolean(typ):
         return "bool"
-    if pa.types.is_integer(typ):
-        return "int"
+    if pa.types.is_integer(typ) or (pa.types.is_decimal(typ) and typ.scale == 0):
+        return "int"                        # DuckDB's HUGEINT arrives as decimal128(38, 0)
     if pa.types.is_floating(typ) or pa.types.is_decimal(typ):
         return "float"
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):

@@ -25,6 +25,9 @@ MAX_TEXT_BYTES = 16 << 20           # 16 MiB per Text value
 MAX_VECTOR_DIM = 65_536             # pgvector stores up to 16,000; we allow more, but bounded
 MAX_SPARSE_NNZ = 1 << 16            # entries in one sparse vector
 RESERVED_PREFIX = "_"               # _rowid, _distance, _score ... are unidb's
+# Column names become parts of file names (an index lives in `idx-<column>/`); filesystems cap
+# a name at 255 bytes, so the same 128 bytes (UTF-8) as a table name leaves room for prefixes.
+MAX_COLUMN_NAME_BYTES = 128
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class ColumnType:
 
     def convert(self, name: str, values: Any, n: int) -> pa.Array:
         """Convert one input column of `n` values into a validated Arrow array."""
-        arr = _as_arrow(name, values, self.arrow_type(), n)
+        arr = _as_arrow(name, values, self.arrow_type(), n, key=self.primary_key)
         self._check_nulls(name, arr)
         self._check_values(name, arr)
         return arr
@@ -56,9 +59,13 @@ class ColumnType:
     def _check_nulls(self, name: str, arr: pa.Array) -> None:
         if arr.null_count and not (self.nullable and not self.primary_key):
             first = _first_null(arr)
-            what = "primary key" if self.primary_key else "non-nullable column"
-            raise ValidationError(f"{what} {name!r} has a null value at row {first}; "
-                                  f"declare nullable=True or supply a value")
+            if self.primary_key:
+                raise ValidationError(f"primary key {name!r} has a missing value (None, or NaN "
+                                      f"in a numpy/pandas column) at row {first}; every row "
+                                      f"needs a key")
+            raise ValidationError(f"non-nullable column {name!r} has a missing value (None, or "
+                                  f"NaN in a numpy/pandas column) at row {first}; declare "
+                                  f"nullable=True or supply a value")
 
     def _check_values(self, name: str, arr: pa.Array) -> None:
         pass
@@ -202,7 +209,7 @@ class Vector(ColumnType):
                     got = a.shape[0] if a.ndim == 1 else f"shape {a.shape}"
                     raise ValidationError(f"column {name!r} row {i}: expected dimension {dim}, "
                                           f"got {got}")
-                if a.dtype.kind not in "fiub":
+                if a.dtype.kind not in "fiu":        # a bool is not a coordinate
                     raise ValidationError(f"column {name!r} row {i}: vector values must be "
                                           f"numbers, got dtype {a.dtype}")
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -294,6 +301,8 @@ def parse_sparse(v: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
                               f"got {type(v).__name__}")
     try:
         idx = np.asarray(idx)
+        if np.asarray(val).dtype.kind == "b":
+            raise ValidationError(f"{where}: sparse weights must be numbers, not bools")
         val = np.asarray(val, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ValidationError(f"{where}: bad sparse vector: {e}") from None
@@ -312,6 +321,21 @@ def parse_sparse(v: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(idx) > 1 and (np.diff(idx) == 0).any():
         raise ValidationError(f"{where}: sparse vector repeats a term id")
     return idx, val
+
+
+def check_column_name(name: Any) -> str:
+    """Raise SchemaError unless `name` can be a column name (and so part of a file name)."""
+    # An identifier has no '/', NUL, '.' or space, so it is safe as a path component.
+    if not isinstance(name, str) or not name or not name.isidentifier():
+        raise SchemaError(f"column name {name!r} must be a non-empty identifier (letters, "
+                          f"digits and '_', not starting with a digit)")
+    if name.startswith(RESERVED_PREFIX):
+        raise SchemaError(f"column name {name!r}: names starting with '_' are reserved")
+    size = len(name.encode("utf-8"))
+    if size > MAX_COLUMN_NAME_BYTES:
+        raise SchemaError(f"column name {name[:40]!r}... is {size} bytes (UTF-8); the limit is "
+                          f"{MAX_COLUMN_NAME_BYTES} bytes because column names become file names")
+    return name
 
 
 TYPES: dict[str, type[ColumnType]] = {
@@ -336,14 +360,15 @@ class Schema:
             raise SchemaError("a schema is a non-empty dict of column name -> unidb type")
         self.columns: dict[str, ColumnType] = {}
         for name, ctype in columns.items():
-            if not isinstance(name, str) or not name or not name.isidentifier():
-                raise SchemaError(f"column name {name!r} must be a non-empty identifier")
-            if name.startswith(RESERVED_PREFIX):
-                raise SchemaError(f"column name {name!r}: names starting with '_' are reserved")
+            check_column_name(name)
             if isinstance(ctype, type) and issubclass(ctype, ColumnType):
                 raise SchemaError(f"column {name!r}: use an instance, e.g. {ctype.__name__}()")
             if not isinstance(ctype, ColumnType):
                 raise SchemaError(f"column {name!r}: {ctype!r} is not a unidb column type")
+            for flag in ("nullable", "primary_key"):
+                if not isinstance(getattr(ctype, flag), bool):
+                    raise SchemaError(f"column {name!r}: {flag} must be True or False, got "
+                                      f"{getattr(ctype, flag)!r}")
             self.columns[name] = ctype
         pks = [n for n, c in self.columns.items() if c.primary_key]
         if len(pks) != 1:
@@ -428,18 +453,15 @@ def _check_unique(name: str, keys: pa.Array) -> None:
 
 def _columns_of(rows: Any) -> tuple[dict[str, Any], int]:
     """Normalise any supported input into ({name: column values}, row count)."""
-    if isinstance(rows, pa.RecordBatch):
-        return {n: rows.column(i) for i, n in enumerate(rows.schema.names)}, rows.num_rows
-    if isinstance(rows, pa.Table):
+    if isinstance(rows, (pa.RecordBatch, pa.Table)):
+        _check_distinct(rows.schema.names)
         return {n: rows.column(i) for i, n in enumerate(rows.schema.names)}, rows.num_rows
     try:
         import pandas as pd
         if isinstance(rows, pd.DataFrame):
-            cols = {}
-            for name in rows.columns:
-                s = rows[name]
-                cols[str(name)] = s.to_numpy() if s.dtype != object else list(s)
-            return cols, len(rows)
+            names = [str(name) for name in rows.columns]
+            _check_distinct(names)
+            return {n: _from_pandas(rows.iloc[:, i]) for i, n in enumerate(names)}, len(rows)
     except ImportError:  # pragma: no cover - pandas is a dependency
         pass
     if isinstance(rows, Mapping):
@@ -471,25 +493,137 @@ def _columns_of(rows: Any) -> tuple[dict[str, Any], int]:
     return cols, len(rows)
 
 
-def _as_arrow(name: str, values: Any, typ: pa.DataType, n: int) -> pa.Array:
+def _check_distinct(names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValidationError(f"column {n!r} appears more than once in the input; "
+                                  f"give each column once")
+        seen.add(n)
+
+
+def _is_pandas(values: Any) -> bool:
+    return type(values).__module__.startswith("pandas") and hasattr(values, "dtype")
+
+
+def _from_pandas(series: Any) -> Any:
+    """One pandas column as Arrow (or a list for object columns): NaN, None, NaT and pd.NA
+    are pandas' missing-value markers, so they become NULL."""
+    if series.dtype != object:
+        try:
+            return pa.Array.from_pandas(series)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            return series.to_numpy()            # an odd dtype: the type checks name it
+    return [None if v is None or (isinstance(v, float) and math.isnan(v))
+            or (type(v).__name__ in ("NAType", "NaTType")) else v for v in series]
+
+
+# The filter-level kind each Arrow storage type accepts, and the Python / numpy / Arrow values
+# that may become it. No silent coercions: True is not 1.0, b"x" is not "x", 1 is not "1".
+def _kind_of_type(typ: pa.DataType) -> str:
+    if pa.types.is_boolean(typ):
+        return "bool"
+    if pa.types.is_integer(typ) or (pa.types.is_decimal(typ) and typ.scale == 0):
+        return "int"                        # DuckDB's HUGEINT arrives as decimal128(38, 0)
+    if pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        return "float"
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "string"
+    if pa.types.is_null(typ):
+        return "null"
+    return "other"
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "a bool (True/False)",
+               "string": "a str"}
+
+
+def _reject(name: str, row: int | None, value: Any, want: str, key: bool) -> ValidationError:
+    what = "primary key" if key else "column"
+    where = f"{what} {name!r}" + ("" if row is None else f" row {row}")
+    hint = " (keys are matched exactly, so a float key is refused even when whole)" \
+        if key and isinstance(value, (float, np.floating)) else ""
+    return ValidationError(f"{where}: {value!r} ({type(value).__name__}) is not "
+                           f"{_KIND_WORDS[want]}{hint}")
+
+
+def _check_arrow(name: str, arr: pa.Array, want: str, key: bool) -> None:
+    have = _kind_of_type(arr.type)
+    ok = have in (want, "null") or (want == "float" and have == "int") \
+        or (want == "int" and have == "float" and not key)
+    if not ok:
+        raise ValidationError(f"{'primary key' if key else 'column'} {name!r}: Arrow values of "
+                              f"type {arr.type} are not {_KIND_WORDS[want]}")
+
+
+def _check_numpy(name: str, values: np.ndarray, want: str, key: bool) -> None:
+    kind = values.dtype.kind
+    ok = {"int": "iu" if key else "iuf", "float": "iuf", "bool": "b", "string": "U"}[want]
+    if kind not in ok:
+        hint = " (keys are matched exactly: pass integers)" if key and kind == "f" else ""
+        raise ValidationError(f"{'primary key' if key else 'column'} {name!r}: numpy values of "
+                              f"dtype {values.dtype} are not {_KIND_WORDS[want]}{hint}")
+    if kind == "f" and want == "int":
+        bad = np.isinf(values) | (values != np.round(values)) & ~np.isnan(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValidationError(f"column {name!r} row {i}: {values[i]!r} is not an integer")
+
+
+# Python types converted without a per-value look (the common case), per kind.
+_PLAIN_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "string": (str,)}
+
+
+def _check_python(name: str, values: list, want: str, key: bool) -> None:
+    plain = _PLAIN_TYPES[want]
+    for i, v in enumerate(values):
+        t = type(v)
+        if v is None or t in plain:
+            continue
+        if want in ("int", "float"):
+            if isinstance(v, (bool, np.bool_)):
+                raise _reject(name, i, v, want, key)
+            if isinstance(v, (int, np.integer)):
+                continue
+            if isinstance(v, (float, np.floating)) and not (want == "int" and key):
+                if want == "float" or (math.isfinite(v) and float(v).is_integer()):
+                    continue
+                if math.isnan(v):
+                    raise ValidationError(f"column {name!r} row {i}: NaN is not an integer "
+                                          f"(use None for a missing value)")
+                raise ValidationError(f"column {name!r} row {i}: {v!r} is not an integer")
+        elif want == "bool" and isinstance(v, np.bool_):
+            continue
+        elif want == "string" and isinstance(v, str):
+            continue
+        raise _reject(name, i, v, want, key)
+
+
+def _as_arrow(name: str, values: Any, typ: pa.DataType, n: int, key: bool = False) -> pa.Array:
+    """`values` as an Arrow array of `typ`, refusing values of another kind. NaN is never
+    stored: it is NULL where it is the container's only missing-value marker (numpy arrays,
+    pandas), and refused where None / null exists for that (lists, Arrow arrays)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if _is_pandas(values):
+        values = _from_pandas(values)
+    if isinstance(values, pa.DictionaryArray):
+        values = values.dictionary_decode()
+    want = _kind_of_type(typ)
     try:
         if isinstance(values, pa.Array):
+            _check_arrow(name, values, want, key)
             arr = values if values.type == typ else values.cast(typ, safe=True)
-        else:
-            if isinstance(values, np.ndarray) and values.dtype.kind == "f" and pa.types.is_integer(typ):
-                bad = ~np.isnan(values) & (values != np.round(values))
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    raise ValidationError(f"column {name!r} row {i}: {values[i]!r} is not an "
-                                          f"integer")
-            if pa.types.is_integer(typ) and isinstance(values, (list, tuple)):
-                for i, v in enumerate(values):
-                    if isinstance(v, float) and not (math.isnan(v) or v.is_integer()):
-                        raise ValidationError(f"column {name!r} row {i}: {v!r} is not an "
-                                              f"integer")
+        elif isinstance(values, np.ndarray) and values.dtype != object:
+            _check_numpy(name, values, want, key)
+            # numpy has no NULL: NaN is its missing-value marker (as in pandas), so it becomes
+            # NULL here; lists and Arrow arrays have None / null for that, and refuse NaN.
             arr = pa.array(values, type=typ, from_pandas=True)
+        else:
+            if not isinstance(values, list):
+                values = list(values)
+            _check_python(name, values, want, key)
+            arr = pa.array(values, type=typ)
     except ValidationError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
@@ -497,11 +631,16 @@ def _as_arrow(name: str, values: Any, typ: pa.DataType, n: int) -> pa.Array:
                               f"{_short(str(e))}") from None
     if len(arr) != n:
         raise ValidationError(f"column {name!r} has {len(arr)} values, expected {n}")
+    if want == "float" and len(arr) and pc.any(pc.is_nan(arr)).as_py():
+        row = int(np.flatnonzero(pc.fill_null(pc.is_nan(arr), False)
+                                 .to_numpy(zero_copy_only=False))[0])
+        raise ValidationError(f"column {name!r} row {row}: NaN is not stored; use None for a "
+                              f"missing value (in numpy arrays and pandas NaN means missing)")
     return arr
 
 
 def _to_float32(name: str, a: np.ndarray) -> np.ndarray:
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiu":            # a bool is not a coordinate
         raise ValidationError(f"column {name!r}: vector values must be numbers, got dtype {a.dtype}")
     if a.dtype == np.float32:
         return a

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from unidb.errors import NotFoundError, SchemaError, UnidbError
+from unidb.errors import NotFoundError, SchemaError, UnidbError, ValidationError
 from unidb.schema import Schema
 from unidb.storage.catalog import DatabaseFolder
 from unidb.storage.table_store import DURABILITY_MODES, TableStore
@@ -27,7 +27,18 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
         return RemoteDatabase(text, api_key=api_key, **client_options)
     if durability not in DURABILITY_MODES:
         raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-    return Database(Path(uri), read_only=read_only, durability=durability)
+    if not isinstance(uri, (str, Path)) or not text:
+        raise ValidationError(f"connect() takes a folder path or an http(s):// URL, got {uri!r}")
+    path = Path(uri)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():      # e.g. a data file passed by mistake
+            raise ValidationError(f"cannot open a database at {str(path)!r}: {str(p)!r} is a "
+                                  f"file, not a folder; a unidb database is a folder")
+    try:
+        return Database(path, read_only=read_only, durability=durability)
+    except OSError as e:                       # permissions, read-only filesystem, ...
+        raise UnidbError(f"cannot open a database at {str(path)!r}: "
+                         f"{e.strerror or e}") from e
 
 
 def _check_analyzers(schema: Schema) -> None:
@@ -41,6 +52,11 @@ def _check_analyzers(schema: Schema) -> None:
                 Analyzer.named(ctype.analyzer)
             except ValidationError as e:
                 raise SchemaError(f"column {name!r}: {e}") from None
+
+
+def _check_table_arg(name: Any) -> None:
+    if not isinstance(name, str):
+        raise ValidationError(f"a table name is a str, got {name!r}")
 
 
 class Database:
@@ -64,6 +80,8 @@ class Database:
         DatabaseFolder.check_name(name)
         schema = schema if isinstance(schema, Schema) else Schema(schema)
         _check_analyzers(schema)
+        if data is not None:                  # bad rows must not leave an empty table behind
+            data = schema.to_batch(data)
         with self._lock:
             if self._folder.exists(name):
                 if exist_ok:
@@ -88,6 +106,7 @@ class Database:
         """Open an existing table (recovering it from its log if needed)."""
         from unidb.api.table import Table
         self._check_open()
+        _check_table_arg(name)
         with self._lock:
             t = self._tables.get(name)
             if t is not None:
@@ -114,6 +133,7 @@ class Database:
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Delete a table and all its files."""
         self._check_open(write=True)
+        _check_table_arg(name)
         with self._lock:
             t = self._tables.pop(name, None)
             if t is not None:

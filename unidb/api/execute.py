@@ -18,22 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from unidb.api.knobs import INDEX_KNOBS
 from unidb.errors import QueryError, ValidationError
 from unidb.index.flat.exact import exact_range, exact_topk
 from unidb.query.explain import Explain
 
 Result = tuple[np.ndarray, np.ndarray]
-# Knobs a search accepts through .params(); anything else is a typo worth reporting.
-INDEX_KNOBS = ("nprobe", "eps2", "max_partitions")
-PLANNER_KNOBS = ("E", "w", "budget", "force_plan", "scan_knobs", "stop_stat", "schedule",
-                 "batch_size")
-KNOBS = INDEX_KNOBS + PLANNER_KNOBS + ("exact",)
-
-
-def _check_params(params: dict) -> None:
-    bad = sorted(set(params) - set(KNOBS))
-    if bad:
-        raise QueryError(f"unknown search parameter(s) {bad}; known: {list(KNOBS)}")
 
 
 def run(b) -> tuple[list[Result], bool, str, Any]:
@@ -42,7 +32,6 @@ def run(b) -> tuple[list[Result], bool, str, Any]:
     The whole request runs on one snapshot with the table's indexes at that snapshot
     (`IndexSet.snapshot`: in a read-only process the indexes catch up to it first), and only
     rows live in that snapshot are returned, so the caller can take them from it."""
-    _check_params(b._params)
     with b._table._indexes.snapshot() as state:
         results, single, value_col, state = _run(b, state)
     return [_live_only(state, ids, v) for ids, v in results], single, value_col, state
@@ -160,12 +149,7 @@ def _flat_explain(b, state, expr, results, t0) -> Explain:
 
 def _multivector(b, state) -> list[Result]:
     t = b._table
-    if not isinstance(b._vectors, dict) or len(b._vectors) < 1:
-        raise QueryError("vectors= must be a dict {column: query vector}")
-    weights = b._weights or {c: 1.0 for c in b._vectors}
-    if set(weights) != set(b._vectors):
-        raise QueryError(f"weights= must name the same columns as vectors=: "
-                         f"{sorted(b._vectors)} vs {sorted(weights)}")
+    weights = b._weights or {c: 1.0 for c in b._vectors}     # checked by the builder
     queries = {}
     for c, q in b._vectors.items():
         column, ctype = t.vector_column(c)
@@ -174,10 +158,6 @@ def _multivector(b, state) -> list[Result]:
             raise ValidationError(f"multi-vector search takes one query vector per column "
                                   f"({column!r} got {len(m)})")
         queries[column] = m[0]
-    for c, w in weights.items():
-        if not isinstance(w, (int, float, np.floating, np.integer)) or not np.isfinite(w) \
-                or w < 0:
-            raise QueryError(f"weight for {c!r} must be a finite number >= 0, got {w!r}")
     from unidb.api.source import TableSource
     from unidb.query import planner
     params = dict(b._params)

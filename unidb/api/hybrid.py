@@ -71,8 +71,6 @@ def run(b, state) -> list[Result]:
     sources: list[tuple[str, Any]] = []
     text_col = sparse_col = None
     if b._text is not None:
-        if not isinstance(b._text, str) or not b._text.strip():
-            raise QueryError("text= must be a non-empty string")
         wanted = b._text_column
         if wanted is None and b._vector is None and b._column is not None:
             wanted = b._column                   # t.search(text=..., column="body")
@@ -113,25 +111,10 @@ def run(b, state) -> list[Result]:
             IndexSource(impl, spec[2], spec[3], allow=allow)
         fused_sources.append(src)
         names.append(name)
-    method, opts = b._fuse
-    kwargs: dict[str, Any] = {"limit": b._limit}
-    if method == "rrf":
-        kwargs["k"] = float(opts.get("k", 60))
-        extra = set(opts) - {"k"}
-    else:
-        weights = opts.get("weights")
-        if isinstance(weights, dict):
-            short = {n.split(":")[0]: n for n in names}
-            try:
-                weights = [float(weights.get(n, weights.get(n.split(":")[0]))) for n in names]
-            except (TypeError, ValueError):
-                raise QueryError(f"fuse weights must name every source {names} (or "
-                                 f"{sorted(short)}) with a number") from None
-        kwargs["weights"] = weights
-        kwargs["normalize"] = opts.get("normalize", "minmax")
-        extra = set(opts) - {"weights", "normalize"}
-    if extra:
-        raise QueryError(f"unknown option(s) {sorted(extra)} for fuse({method!r})")
+    method, opts = b._fuse                   # checked by SearchBuilder.fuse (api/knobs.py)
+    kwargs: dict[str, Any] = {"limit": b._limit, **opts}
+    if isinstance(opts.get("weights"), dict):
+        kwargs["weights"] = _weights_by_source(opts["weights"], names)
     info: dict = {}
     try:
         ids, fused = exact_fused_topk(fused_sources, method, info=info, **kwargs)
@@ -148,6 +131,22 @@ def run(b, state) -> list[Result]:
     ex.stage_ms["total"] = (time.perf_counter() - t0) * 1e3
     b._explain = [ex]
     return [(ids, fused)]
+
+
+def _weights_by_source(weights: dict[str, float], names: list[str]) -> list[float]:
+    """One weight per fused source, from a dict keyed by "kind" or "kind:column"."""
+    unknown = sorted(set(weights) - set(names) - {n.split(":")[0] for n in names})
+    if unknown:
+        raise QueryError(f"fuse weights name unknown source(s) {unknown}; this search fuses "
+                         f"{names}")
+    out = []
+    for n in names:
+        w = weights.get(n, weights.get(n.split(":")[0]))
+        if w is None:
+            raise QueryError(f"fuse weights must give a number for every source {names} "
+                             f"(by kind, e.g. 'text', or by full name)")
+        out.append(w)
+    return out
 
 
 def _score_or_none(src, row_id: int) -> float | None:

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from unidb.api.knobs import (check_fuse, check_params, check_vector_weights,
+                              is_finite_number)
 from unidb.errors import QueryError, ValidationError
 from unidb.storage.parts import ROWID
 
@@ -20,11 +22,36 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 100_000
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_search_arguments(args: tuple, unknown: dict) -> None:
+    """Table.search() takes the query vector positionally and everything else by name."""
+    if args:
+        raise QueryError(f"search() takes one positional argument (the query vector); pass "
+                         f"the rest by name, e.g. column=, text=; got {len(args)} more")
+    if unknown:
+        raise QueryError(f"unknown argument(s) {sorted(unknown)} to search(); known: vector, "
+                         f"column, text, sparse, vectors, weights, text_column, sparse_column")
+
+
 class SearchBuilder:
     def __init__(self, table, vector: Any = None, column: str | None = None,
                  text: str | None = None, sparse: Any = None, vectors: dict | None = None,
                  weights: dict | None = None, text_column: str | None = None,
                  sparse_column: str | None = None):
+        for arg, v in (("column", column), ("text_column", text_column),
+                       ("sparse_column", sparse_column)):
+            if v is not None and not isinstance(v, str):
+                raise QueryError(f"{arg}= must be a column name (str), got {v!r}")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise QueryError(f"text= must be a non-empty string, got {text!r}")
+        if vectors is not None and (not isinstance(vectors, dict) or not vectors):
+            raise QueryError(f"vectors= must be a dict {{column: query vector}}, got "
+                             f"{type(vectors).__name__}")
+        weights = check_vector_weights(weights, vectors)
         self._table = table
         self._text_column = text_column
         self._sparse_column = sparse_column
@@ -40,7 +67,7 @@ class SearchBuilder:
         self._select: list[str] | None = None
         self._range: tuple[float | None, float | None] | None = None
         self._params: dict = {}
-        self._fuse: tuple[str, dict] = ("rrf", {"k": 60})
+        self._fuse: tuple[str, dict] = check_fuse("rrf", {}, [])
         self._explain = None
         if vector is None and text is None and sparse is None and vectors is None:
             raise QueryError("search() needs vector=, text=, sparse= or vectors=")
@@ -71,8 +98,7 @@ class SearchBuilder:
                        ) -> "SearchBuilder":
         """Return every row whose distance lies in [min, max] (no limit unless one is set)."""
         for name, v in (("min", min), ("max", max)):
-            if v is not None and (not isinstance(v, (int, float, np.floating, np.integer))
-                                  or isinstance(v, bool) or not np.isfinite(v)):
+            if v is not None and not is_finite_number(v):
                 raise QueryError(f"distance_range {name} must be a finite number, got {v!r}")
         if min is None and max is None:
             raise QueryError("distance_range() needs min= and/or max=")
@@ -82,24 +108,34 @@ class SearchBuilder:
         return self
 
     def params(self, **knobs: Any) -> "SearchBuilder":
-        """Per-query knobs for the access path (e.g. nprobe=, eps2=, exact=True)."""
-        self._params.update(knobs)
+        """Per-query knobs for the access path (e.g. nprobe=, eps2=, exact=True); a knob set
+        to None goes back to its default. Names and values are checked here (unidb.api.knobs)."""
+        for name, value in check_params(knobs).items():
+            if value is None:
+                self._params.pop(name, None)
+            else:
+                self._params[name] = value
         return self
 
     def fuse(self, method: str = "rrf", **options: Any) -> "SearchBuilder":
-        """How hybrid (vector + text/sparse) results combine: "rrf" (k=60) or "linear"."""
-        if method not in ("rrf", "linear"):
-            raise QueryError(f"fuse method must be 'rrf' or 'linear', got {method!r}")
-        self._fuse = (method, options)
+        """How hybrid (vector + text/sparse) results combine: "rrf" (k=60) or "linear"
+        (weights= per source, normalize="minmax" or "zscore")."""
+        sources = [kind for kind, v in (("vector", self._vector), ("text", self._text),
+                                        ("sparse", self._sparse)) if v is not None]
+        self._fuse = check_fuse(method, options, sources)
         return self
 
     # -- running ---------------------------------------------------------------------------
     def _query_matrix(self, column: str, ctype, value: Any) -> tuple[np.ndarray, bool]:
         """Validated (nq, dim) float32 queries and whether the input was a single vector."""
         try:
-            q = np.asarray(value, dtype=np.float64)
+            raw = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if raw.dtype.kind not in "fiu":      # bools and strings are not coordinates
+                raise ValueError(raw.dtype)
+            q = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValidationError(f"query for column {column!r} must be numbers") from None
+            raise ValidationError(f"query for column {column!r} must be numbers, got "
+                                  f"{_short(value)}") from None
         single = q.ndim == 1
         if single:
             q = q.reshape(1, -1)

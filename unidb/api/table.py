@@ -19,6 +19,12 @@ from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.table_store import TableStore
 
 
+def _name_arg(column: Any) -> str:
+    if not isinstance(column, str):
+        raise ValidationError(f"column must be a column name (str), got {column!r}")
+    return column
+
+
 class Table:
     """One table of an embedded database. Thread-safe; obtain it from `Database`."""
 
@@ -69,21 +75,15 @@ class Table:
             return self._keys
 
     def _normalise_keys(self, ids: Any) -> list:
+        """`ids` checked as primary key values exactly as `add` checks them (one rule)."""
         if ids is None:
             raise ValidationError("ids must be given")
-        if isinstance(ids, (str, bytes, int, np.integer)):
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) \
+                or (isinstance(ids, np.ndarray) and ids.ndim == 0):
             ids = [ids]
-        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
-            ids = ids.to_pylist()
-        ids = list(np.asarray(ids).tolist()) if isinstance(ids, np.ndarray) else list(ids)
-        want = self.schema[self._pk].arrow_type()
-        try:
-            arr = pa.array(ids, type=want)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
-            raise ValidationError(f"ids must be values of the primary key {self._pk!r} "
-                                  f"({want}): {e}") from None
-        if arr.null_count:
-            raise ValidationError("ids must not contain None")
+        if not isinstance(ids, (list, np.ndarray, pa.Array, pa.ChunkedArray)):
+            ids = list(ids)
+        arr = self.schema[self._pk].convert(self._pk, ids, len(ids))
         return arr.to_pylist()
 
     # -- writes ----------------------------------------------------------------------------
@@ -209,14 +209,16 @@ class Table:
     def to_pandas(self, columns: Sequence[str] | None = None, where: Any = None):
         return self.to_arrow(columns, where).to_pandas()
 
-    def search(self, vector: Any = None, *, column: str | None = None, text: str | None = None,
-               sparse: Any = None, vectors: dict | None = None, weights: dict | None = None,
-               text_column: str | None = None, sparse_column: str | None = None):
+    def search(self, vector: Any = None, *args: Any, column: str | None = None,
+               text: str | None = None, sparse: Any = None, vectors: dict | None = None,
+               weights: dict | None = None, text_column: str | None = None,
+               sparse_column: str | None = None, **unknown: Any):
         """Start a search: vector (kNN), text (BM25), sparse, hybrid or multi-vector.
 
         Columns are inferred when the table has one of the kind; else pass column= (vector),
         text_column= or sparse_column=."""
-        from unidb.api.search import SearchBuilder
+        from unidb.api.search import SearchBuilder, check_search_arguments
+        check_search_arguments(args, unknown)
         return SearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
                              vectors=vectors, weights=weights, text_column=text_column,
                              sparse_column=sparse_column)
@@ -224,16 +226,16 @@ class Table:
     # -- indexes and maintenance -----------------------------------------------------------
     def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:
         """Build an index on a column: kind="partition" (vectors), "sorted" (scalars), ..."""
-        self._indexes.create(column, kind, **options)
+        self._indexes.create(_name_arg(column), kind, **options)
 
     def drop_index(self, column: str) -> None:
-        self._indexes.drop(column)
+        self._indexes.drop(_name_arg(column))
 
     def list_indexes(self) -> dict:
         return self._indexes.definitions()
 
     def index_stats(self, column: str) -> dict:
-        return self._indexes.stats(column)
+        return self._indexes.stats(_name_arg(column))
 
     def compact(self) -> int:
         """Rewrite segments to drop deleted rows now (also runs in the background)."""
@@ -295,7 +297,11 @@ class Table:
             return self.schema.names()
         if isinstance(columns, str):
             columns = [columns]
+        if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+            raise QueryError(f"columns must be a list of column names, got {columns!r}")
         cols = list(columns)
+        if len(set(cols)) != len(cols):
+            raise QueryError(f"columns {cols} name a column more than once")
         bad = [c for c in cols if c not in self.schema and c != ROWID]
         if bad:
             raise QueryError(f"unknown column(s) {bad}; the table has {self.schema.names()}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Protocol, Union
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from unidb.errors import QueryError
+from unidb.query.compare import COMPARE_KERNELS, FLIPPED, compare
 from unidb.schema import RESERVED_PREFIX, Bool, Float64, Int64, Schema, String, Text
 
 LiteralValue = Union[bool, int, float, str]
@@ -32,11 +34,10 @@ ROWID_TYPE = Int64()
 # Literals are compared with Int64 columns by Arrow; a Python int outside this range has no
 # Arrow scalar type to meet them in, so it is refused when the literal is built.
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-# Comparison operators in canonical spelling, with Arrow's kernel for each.
-COMPARE_KERNELS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-                   ">": pc.greater, ">=": pc.greater_equal}
-# `3 < x` says the same as `x > 3`; used to read ranges with the literal on either side.
-FLIPPED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+# Deepest nesting of NOT / AND / OR a filter tree may have. Deeper trees are generated or
+# hostile, and every walk over a tree (check, evaluate, print) recurses once per level, so a
+# bound far below Python's recursion limit turns them into a QueryError, never a RecursionError.
+MAX_DEPTH = 100
 
 
 class MatchContext(Protocol):
@@ -107,6 +108,7 @@ class Expr:
     """A node of a filter tree. Combine with & | ~; never with Python's and/or/not."""
 
     __hash__ = None  # type: ignore[assignment]  # `==` builds predicates, so no hashing
+    depth = 0        # NOT / AND / OR levels at and below this node (see MAX_DEPTH)
 
     def __eq__(self, other: object) -> Any:
         raise QueryError("filter trees are compared with a.same_as(b), not ==; "
@@ -204,6 +206,15 @@ class Expr:
         """(lo, hi, lo_inclusive, hi_inclusive) that every selected row's `column` lies in,
         read from range comparisons AND-ed at the top; None bound = open; None if unknown."""
         return None
+
+
+def _set_depth(node: Expr, children: Iterable[Expr]) -> None:
+    """Record a connective's depth, refusing trees nested deeper than MAX_DEPTH."""
+    depth = 1 + max((c.depth for c in children), default=0)
+    if depth > MAX_DEPTH:
+        raise QueryError(f"filter nests deeper than {MAX_DEPTH} levels of NOT / AND / OR; "
+                         f"flatten it (a & b & c is one level, isin() replaces long OR chains)")
+    object.__setattr__(node, "depth", depth)
 
 
 def _need_expr(value: Any, op: str) -> Expr:
@@ -408,8 +419,7 @@ class Compare(Expr):
         _check_fits(column, schema, (value.value,), f"is compared with")
 
     def _eval(self, batch: pa.RecordBatch, context: Any) -> pa.Array:
-        return COMPARE_KERNELS[self.op](self.left._eval(batch, context),
-                                        self.right._eval(batch, context))
+        return compare(self.op, self.left._eval(batch, context), self.right._eval(batch, context))
 
     def to_sql(self) -> str:
         return f"{self.left.to_sql()} {self.op} {self.right.to_sql()}"
@@ -467,8 +477,9 @@ class InList(Expr):
                       and INT64_MIN <= v <= INT64_MAX]
         elif pa.types.is_floating(arr.type):
             # is_in hashes bits, so -0.0 would miss 0.0, which SQL calls equal; adding +0.0
-            # turns every -0.0 (in the column and the list) into 0.0.
-            values = [float(v) + 0.0 for v in values if _numeric(v)]
+            # turns every -0.0 (in the column and the list) into 0.0. An integer no float64
+            # holds exactly (past 2^53) can equal no stored value, so it is dropped.
+            values = [float(v) + 0.0 for v in values if _numeric(v) and float(v) == v]
             arr = pc.add(arr, pa.scalar(0.0, arr.type))
         if values:
             found = pc.is_in(arr, value_set=pa.array(values).cast(arr.type))
@@ -504,8 +515,8 @@ class Between(Expr):
 
     def _eval(self, batch: pa.RecordBatch, context: Any) -> pa.Array:
         arr = self.column._eval(batch, context)
-        return pc.and_kleene(pc.greater_equal(arr, pa.scalar(self.low)),
-                             pc.less_equal(arr, pa.scalar(self.high)))
+        return pc.and_kleene(compare(">=", arr, pa.scalar(self.low)),
+                             compare("<=", arr, pa.scalar(self.high)))
 
     def to_sql(self, negated: bool = False) -> str:
         word = "NOT BETWEEN" if negated else "BETWEEN"
@@ -614,6 +625,11 @@ class Not(Expr):
     """NOT operand: true <-> false, unknown stays unknown."""
     operand: Expr
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.operand, Expr):
+            raise QueryError(f"NOT takes a filter, got {self.operand!r}")
+        _set_depth(self, (self.operand,))
+
     def children(self) -> tuple[Expr, ...]:
         return (self.operand,)
 
@@ -634,6 +650,9 @@ class _Junction(Expr):
     """AND / OR of two or more terms, kept flat: a & b & c is one node with three terms."""
     terms: tuple[Expr, ...]
     word = ""
+
+    def __post_init__(self) -> None:
+        _set_depth(self, self.terms)
 
     def children(self) -> tuple[Expr, ...]:
         return self.terms
@@ -703,12 +722,14 @@ def or_(*terms: Expr) -> Expr:
     return _junction(Or, terms)
 
 
-def _from_json(d: Any) -> Expr:
+def _from_json(d: Any, depth: int = 0) -> Expr:
     def bad(why: str) -> QueryError:
-        return QueryError(f"malformed filter JSON {d!r}: {why}")
+        return QueryError(f"malformed filter JSON {_short_repr(d)}: {why}")
 
     if not isinstance(d, dict):
         raise bad("expected an object")
+    if depth > MAX_DEPTH:        # checked before recursing: the tree check comes too late
+        raise QueryError(f"filter JSON nests deeper than {MAX_DEPTH} levels of NOT / AND / OR")
     try:
         if "column" in d and "op" not in d:
             return col(d["column"])
@@ -716,14 +737,17 @@ def _from_json(d: Any) -> Expr:
             return Literal(d["literal"])
         op = d.get("op")
         if op in COMPARE_KERNELS:
-            return Compare(op, _from_json_operand(d["left"]), _from_json_operand(d["right"]))
+            return Compare(op, _from_json_operand(d["left"], depth),
+                           _from_json_operand(d["right"], depth))
         if op in ("and", "or"):
-            args = [_from_json(a) for a in d["args"]]
+            if not isinstance(d["args"], list):
+                raise bad(f"{op} args must be a list")
+            args = [_from_json(a, depth + 1) for a in d["args"]]
             if len(args) < 2:
                 raise bad(f"{op} needs at least two args")
             return (and_ if op == "and" else or_)(*args)
         if op == "not":
-            return Not(as_predicate(_from_json(d["arg"])))
+            return Not(as_predicate(_from_json(d["arg"], depth + 1)))
         column = col(d["column"])
         if op == "in":
             return column.isin(d["values"])
@@ -740,12 +764,21 @@ def _from_json(d: Any) -> Expr:
     raise bad(f"unknown op {d.get('op')!r}")
 
 
-def _from_json_operand(d: Any) -> Operand:
-    e = _from_json(d)
-    if not isinstance(e, Operand):
-        raise QueryError(f"malformed filter JSON {d!r}: a comparison side must be a column or "
-                         f"a literal")
-    return e
+def _from_json_operand(d: Any, depth: int) -> Operand:
+    if not isinstance(d, dict) or not ("column" in d and "op" not in d or "literal" in d):
+        raise QueryError(f"malformed filter JSON {_short_repr(d)}: a comparison side must be "
+                         f"a column or a literal")
+    return _from_json(d, depth)
+
+
+# Quotes malformed JSON in messages without recursing through a hostile, deeply nested value.
+_JSON_QUOTE = reprlib.Repr()
+_JSON_QUOTE.maxlevel, _JSON_QUOTE.maxdict, _JSON_QUOTE.maxlist = 3, 6, 6
+_JSON_QUOTE.maxstring, _JSON_QUOTE.maxother = 80, 80
+
+
+def _short_repr(d: Any) -> str:
+    return _JSON_QUOTE.repr(d)
 
 
 def parse_filter(text: str) -> Expr:

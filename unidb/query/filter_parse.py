@@ -25,15 +25,14 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from unidb.errors import QueryError
-from unidb.query.filter import (Column, Compare, Expr, InList, Literal, LiteralValue, Match,
-                                Not, Operand, and_, as_predicate, or_)
+from unidb.query.filter import (MAX_DEPTH, Column, Compare, Expr, InList, Literal, LiteralValue,
+                                Match, Not, Operand, and_, as_predicate, or_)
 
 # Same dialect as the SQL front end, so a WHERE clause and a filter string read alike.
 DIALECT = "duckdb"
 _DIALECT = Dialect.get_or_raise(DIALECT)
-# Deeper nesting than this is surely generated or hostile; refusing it keeps the recursive
-# parser (about four Python frames per level) far from Python's recursion limit.
-MAX_DEPTH = 100
+# Parentheses / NOT nest at most as deep as a tree may (MAX_DEPTH, unidb.query.filter); the
+# parser checks it as it goes, since it recurses (about four Python frames per level).
 # Longer filter text than this is refused before tokenizing: 1 MiB is far past any hand-written
 # filter, and long IN lists belong in a join or an `ids=` argument.
 MAX_FILTER_CHARS = 1 << 20

@@ -64,9 +64,12 @@ def _params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _scan_knobs(params: dict[str, Any]) -> dict[str, Any]:
-    knobs = dict(params.get("scan_knobs") or {})
+    """Options of the index's stream scan. nprobe=n reads the n nearest partitions (as in a
+    plain index search); matching rows beyond them are then scored by the exact finish."""
+    knobs = {k: params[k] for k in ("eps2", "max_partitions") if params.get(k) is not None}
     if params.get("nprobe") is not None:
-        knobs["nprobe"] = params["nprobe"]
+        knobs["max_partitions"] = params["nprobe"]
+    knobs.update(params.get("scan_knobs") or {})
     return knobs
 
 
@@ -80,6 +83,7 @@ def _scalar_candidates(source, expr, n_live: int, params: dict[str, Any]):
         b = expr.bounds_for(c)
         if idx is None or b is None:
             continue
+        b = _bounds_in_key_type(b, getattr(idx, "keys", None))
         cnt = idx.count_range(*b)
         if best is None or cnt < best[0]:
             best = (cnt, c, b, idx)
@@ -89,6 +93,21 @@ def _scalar_candidates(source, expr, n_live: int, params: dict[str, Any]):
     if params.get("force_plan") != "scalar" and cnt > SCALAR_DRIVE_SELECTIVITY * n_live:
         return None
     return c, b, idx.range_rows(*b)
+
+
+def _bounds_in_key_type(b: tuple, keys: np.ndarray | None) -> tuple:
+    """Bounds that select at least every matching row from a sorted index. Its keys are float64,
+    so an Int64 key past 2^53 is stored rounded (by at most half a float step) and an exact
+    bound can cut it off; one float step outward, inclusive, cannot. The extra rows this may
+    admit are dropped when the filter is checked on the candidates."""
+    lo, hi, lo_inc, hi_inc = b
+    if keys is None or keys.dtype.kind != "f":
+        return b
+    if lo is not None:
+        lo, lo_inc = float(np.nextafter(float(lo), -np.inf)), True
+    if hi is not None:
+        hi, hi_inc = float(np.nextafter(float(hi), np.inf)), True
+    return lo, hi, lo_inc, hi_inc
 
 
 def _filter_rows(source, expr, rows: np.ndarray) -> np.ndarray:
@@ -185,7 +204,8 @@ def _postfilter(plan: _Plan, q: np.ndarray, k_eff: int):
 
 
 def _search_knobs(params: dict[str, Any]) -> dict[str, Any]:
-    return {"nprobe": params["nprobe"]} if params.get("nprobe") is not None else {}
+    return {k: params[k] for k in ("nprobe", "eps2", "max_partitions")
+            if params.get(k) is not None}
 
 
 def _topk_planned(plan: _Plan, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -141,11 +141,10 @@ def test_well_formed_neighbours_still_work(env):
     assert ok(*_search([["fuse", ["linear"], {"weights": [0.5, 0.5]}], ["limit", [4], {}]],
                        HYBRID))["table"]["num_rows"] == 4
     assert ok("/tables/t/count", {"where": "name = 'caf\u00e9 \U0001f600'"}) == {"count": 0}
-    # Float values may be NaN in the embedded API, so the wire carries them to the engine
-    # (which reads NaN in a non-nullable column as a missing value, as embedded).
+    # JSON NaN reaches the engine, which refuses it in a list of rows as embedded does.
     r = client.post("/tables/t/upsert", content=b'{"rows": [{"id": 0, "price": NaN, "name": '
                     b'"n0", "body": "blue hat", "emb": [1, 2, 3, 4]}]}', headers=headers)
-    assert r.status_code == 422 and "non-nullable column 'price'" in r.text, r.text
+    assert r.status_code == 422 and "NaN is not stored" in r.text, r.text
     nested = "SELECT " + "(" * 20 + "1" + ")" * 20 + " AS x"
     assert ok("/sql", {"query": nested})["columns"]["x"] == [1]
 
@@ -183,19 +182,39 @@ def test_every_error_class_is_a_4xx_except_server_faults():
 
 
 def test_remote_non_finite_floats_behave_as_embedded(tmp_path):
-    """NaN/inf in float columns travel over the wire (the client's json writes them)."""
+    """NaN/inf in float columns travel over the wire and meet the same rules as embedded:
+    each input gets the same outcome (rows stored, or the same error class), and float64
+    values keep their precision."""
+    import pandas as pd
     from unidb.client import RemoteDatabase
     path = tmp_path / "db"
+    schema = {"id": unidb.Int64(primary_key=True), "x": unidb.Float64(nullable=True)}
     db = unidb.connect(path)
-    db.create_table("f", {"id": unidb.Int64(primary_key=True),
-                          "x": unidb.Float64(nullable=True)})
+    db.create_table("f", schema)
     db.close()
+    local = unidb.connect(tmp_path / "local").create_table("f", schema)
+    inputs = [
+        [{"id": 1, "x": float("nan")}],                              # list: NaN refused
+        [{"id": 2, "x": float("inf")}],
+        {"id": [3], "x": [float("-inf")]},
+        {"id": np.array([4, 5]), "x": np.array([0.1, np.nan])},      # numpy: NaN = missing
+        pd.DataFrame({"id": [6, 7], "x": [1 / 3, np.nan]}),          # pandas likewise
+    ]
+
+    def outcome(t, rows):
+        try:
+            return t.add(rows)
+        except unidb.errors.UnidbError as e:
+            return type(e).__name__
+
     app = create_app(path, ServerConfig(auth=False, access_log=False))
     with TestClient(app) as client:
-        t = RemoteDatabase("http://testserver", transport=client._transport).open_table("f")
-        assert t.add([{"id": 1, "x": float("nan")}, {"id": 2, "x": float("inf")}]) == 2
-        assert t.add({"id": [3], "x": [float("-inf")]}) == 1
-        assert t.count() == 3
+        remote = RemoteDatabase("http://testserver", transport=client._transport).open_table("f")
+        for rows in inputs:
+            assert outcome(remote, rows) == outcome(local, rows), rows
+        got = remote.to_arrow().sort_by("id").to_pylist()
+    assert got == local.to_arrow().sort_by("id").to_pylist()
+    assert {"id": 6, "x": 1 / 3} in got and {"id": 5, "x": None} in got
 
 
 def test_full_disk_is_a_503_storage_error_and_nothing_is_applied(tmp_path):

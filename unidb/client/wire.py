@@ -275,8 +275,11 @@ def _encode_column(values: Any) -> Any:
         if values.ndim == 2 and values.dtype.kind in "fiu":
             return encode_vector(values)
         if values.dtype.kind == "f":
-            # NaN/inf are not JSON: send them as b64 so the server's validation sees them.
-            return encode_vector(values) if not np.isfinite(values).all() else values.tolist()
+            # In numpy (and pandas) NaN is the missing-value marker: send it as null, as the
+            # embedded API stores it; ±inf go as JSON Infinity for the server to judge. Never
+            # through float32 base64, which would round float64 values.
+            out = values.tolist()
+            return [None if x != x else x for x in out] if np.isnan(values).any() else out
         if values.dtype.kind == "O":
             return _encode_column(list(values))
         return values.tolist()
@@ -335,12 +338,18 @@ def encode_table(table: pa.Table, vectors_b64: bool = False) -> dict:
                 and pa.types.is_floating(t.value_type):
             cols[name] = encode_vector(_arrow_column(col)) if len(col) else []
         elif pa.types.is_floating(t):
-            cols[name] = [None if x is None or not math.isfinite(x) else x
+            # JSON has no NaN/inf: they travel as the strings "NaN", "Infinity", "-Infinity"
+            # (protobuf's JSON convention), never as null, which means a missing value.
+            cols[name] = [x if x is None or math.isfinite(x) else _NONFINITE_OUT[repr(x)]
                           for x in col.to_pylist()] if _has_nonfinite(col) else col.to_pylist()
         else:
             cols[name] = _json_safe(col.to_pylist())
     schema = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
     return {"schema": schema, "num_rows": table.num_rows, "columns": cols}
+
+
+_NONFINITE_OUT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _has_nonfinite(col: pa.ChunkedArray) -> bool:
@@ -369,6 +378,9 @@ def decode_table(d: Mapping) -> pa.Table:
             m = decode_vector(values)
             flat = pa.array(m.reshape(-1).astype(field.type.value_type.to_pandas_dtype()))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+        elif pa.types.is_floating(field.type):
+            arrays.append(pa.array([_NONFINITE_IN[v] if isinstance(v, str) else v
+                                    for v in values], type=field.type))
         elif pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
             arrays.append(pa.array([None if v is None else base64.b64decode(v) for v in values],
                                    type=field.type))

@@ -159,18 +159,17 @@ def _write_points(trace):
 
 
 def _reference(tmp_path, crash):
-    marks = []
     with files.FaultPlan(nth=10**9, record=True) as plan:
         w = Workload(tmp_path / "ref.unidb", lambda s: plan.trace.append(("step", s)))
         w.run(crash)
     assert not w.failures
     _check(tmp_path / "ref.unidb", w.model)
-    return _write_points(plan.trace), w.model, marks
+    return _write_points(plan.trace), w.model
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["close", "crash"])
 def test_every_write_point_fails_cleanly(tmp_path, crash):
-    points, ref_model, _ = _reference(tmp_path, crash)
+    points, ref_model = _reference(tmp_path, crash)
     covered = {(s, o) for s, o, _ in points}
     # The matrix the issue asks for is inside: WAL, segment flush, compaction, manifest swap
     # and index save each meet write, fsync and rename failures.
@@ -258,7 +257,7 @@ def test_compaction_on_a_full_disk_leaves_the_table_writable(db_path, monkeypatc
     for k in range(3):
         t.add(_rows(range(100 * k, 100 * k + 100), k))
         t.flush()
-    with files.FaultPlan(ops="write", name="seg-*", times=None) as plan:
+    with files.FaultPlan(ops="write", name="seg-*", times=None):
         t.delete(ids=list(range(0, 300, 2)))            # wakes the compactor: it fails
         for _ in range(200):
             if t._store.health()["compaction_error"]:

@@ -34,13 +34,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from unidb.errors import NotFoundError, QueryError, SchemaError, UnidbError
-from unidb.schema import Float64, Int64, SparseVector, Text, Vector
+from unidb.errors import NotFoundError, QueryError, SchemaError
 from unidb.storage import files
 from unidb.storage.parts import ROWID, TableState
 

@@ -6,7 +6,6 @@ here: selected columns, the primary key, and `_distance` (or `_score` for inner 
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,7 +14,6 @@ import pyarrow as pa
 from unidb.api.knobs import (check_fuse, check_params, check_vector_weights,
                               is_finite_number)
 from unidb.errors import QueryError, ValidationError
-from unidb.storage.parts import ROWID
 
 DEFAULT_LIMIT = 10
 # A request for more rows than this is almost always a mistake (use to_arrow() for scans).

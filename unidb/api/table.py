@@ -11,7 +11,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from unidb.errors import NotFoundError, QueryError, ValidationError
 from unidb.schema import Schema, Vector

@@ -243,7 +243,8 @@ def atomic_write_stream(path: str | os.PathLike, fill: Callable[[WriteFile], Non
 
 
 # -- reading checksummed files -------------------------------------------------------------
-def _read_raw(path: str | os.PathLike) -> bytes:
+def read_raw(path: str | os.PathLike) -> bytes:
+    """A file's bytes as stored (no checksum to verify: the WAL checks its own records)."""
     try:
         _io("read", path)
         with open(path, "rb") as f:
@@ -252,11 +253,6 @@ def _read_raw(path: str | os.PathLike) -> bytes:
         raise
     except OSError as e:
         raise _storage_error(e, "read", path) from None
-
-
-def read_raw(path: str | os.PathLike) -> bytes:
-    """A file's bytes as stored (no checksum to verify: the WAL checks its own records)."""
-    return _read_raw(path)
 
 
 def _check_footer(buf, path) -> int:
@@ -277,7 +273,7 @@ def _check_footer(buf, path) -> int:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """Read a file written by `atomic_write_bytes`, verifying its checksum."""
-    data = _read_raw(path)
+    data = read_raw(path)
     return data[:_check_footer(data, path)]
 
 
@@ -325,7 +321,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
 
 def read_json(path: str | os.PathLike) -> dict:
     """Read a JSON file written by `atomic_write_json`, verifying its checksum."""
-    data = _read_raw(path)
+    data = read_raw(path)
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:

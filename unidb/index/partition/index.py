@@ -74,10 +74,15 @@ class PartitionIndex:
         # posting -> max distance of any entry ever appended to its centroid: a split's new
         # centroid can only attract rows of postings it is within 2 x radius of (lire.py)
         self._radius = np.zeros(0, dtype=np.float64)
+        # posting -> entries it may hold before another split attempt, for postings LIRE found
+        # unsplittable (duplicates, lire._keep_unsplittable); in memory only: after a load
+        # each such posting is tried once more, then marked again
+        self._unsplittable: dict[int, int] = {}
         self._live = 0
         self._mutex = threading.RLock()
         self.counters = {"splits": 0, "merges": 0, "compactions": 0, "reassign_evaluated": 0,
-                         "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0}
+                         "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0,
+                         "unsplittable": 0}
         self._rebalancer = lire.Rebalancer(self)
         self._publish()
 
@@ -157,10 +162,15 @@ class PartitionIndex:
         if not np.isfinite(x).all():
             raise ValueError(f"{what} contain NaN or inf")
         if self.metric == "cosine":
-            n = np.linalg.norm(x, axis=1, keepdims=True)
+            # norms in float64: a float32 norm of a tiny (subnormal) vector underflows to 0 and
+            # of a huge one overflows to inf (x / inf = a zero "unit" vector)
+            xd = x.astype(np.float64)
+            n = np.sqrt(np.einsum("ij,ij->i", xd, xd))[:, None]
             if len(x) and n.min() == 0:
-                raise ValueError(f"{what}: a zero vector has no cosine distance")
-            x = np.ascontiguousarray(x / n, dtype=np.float32)
+                row = int(np.argmin(n[:, 0]))
+                raise ValueError(f"{what} row {row} is a zero vector, which has no cosine "
+                                 f"distance (the table layer rejects them on cosine columns)")
+            x = np.ascontiguousarray(xd / n, dtype=np.float32)
         return x
 
     def _finish_dist(self, d: np.ndarray) -> np.ndarray:
@@ -257,7 +267,7 @@ class PartitionIndex:
                 self._set_primary(rids, assign[:, 0])
                 self._vmap[rids] = vers                       # publish the new copies
                 self._live += int(len(rids) - was_live.sum())
-                over = [p for p in touched if self._store.length(p) > self.options.max_posting]
+                over = [p for p in touched if self._store.length(p) > lire.split_limit(self, p)]
                 self._rebalancer.submit(over)
             self._publish()
         self._rebalancer.run_inline_if_idle()
@@ -310,7 +320,7 @@ class PartitionIndex:
             return np.inf, int(nprobe)
         e = self.options.eps2 if eps2 is None else float(eps2)
         m = self.options.max_partitions if max_partitions is None else int(max_partitions)
-        if m < 1 or e < 0:
+        if m < 1 or not e >= 0:           # `not >=` also rejects NaN (which compares False)
             raise ValueError(f"max_partitions must be >= 1 and eps2 >= 0, got {m}/{e}")
         return e, m
 
@@ -482,6 +492,7 @@ class PartitionIndex:
             "posting_len_max": int(lens.max()) if len(lens) else 0,
             "posting_len_min": int(lens.min()) if len(lens) else 0,
             "pending_rebalance_jobs": self._rebalancer.pending(),
+            "unsplittable_postings": len(self._unsplittable),
             "arena_rows": int(self._store.tail),
             "arena_garbage_rows": int(self._store.garbage),
         })

@@ -174,6 +174,12 @@ def _valid_entries(idx, p: int):
     return vecs[ok].copy(), sqn[ok].copy(), rids[ok].copy(), vers[ok].copy(), len(rids)
 
 
+def _valid_count(idx, p: int) -> int:
+    """Valid entries of posting p (one pass over it)."""
+    return int(K.valid_counts(idx._store.arena.rids, idx._store.arena.vers, idx._vmap,
+                              idx._store.arena.packed, np.array([p], dtype=np.int64))[0])
+
+
 def maintain(idx, p: int) -> list[int]:
     """Bring posting p within limits; returns postings that now need a job of their own."""
     routing = idx._routing
@@ -244,7 +250,8 @@ def _split(idx, p: int, vecs, sqn, rids, vers, stored: int) -> list[int]:
         # duplicates, also ended the cascades but let drift postings reach 1.7 x max_posting;
         # not queueing the small side alone still took 12,395 splits for 600 inserts.)
         big, small = (int(p2), int(p1)) if drained[0] else (int(p1), int(p2))
-        idx._unsplittable[big] = max(opts.max_posting, store.length(big) + store.length(small))
+        idx._unsplittable[big] = max(opts.max_posting,
+                                     _valid_count(idx, big) + _valid_count(idx, small))
         idx.counters["unsplittable"] += 1
         return [q for q in more if q != small] + \
             [big] * (store.length(big) > split_limit(idx, big))

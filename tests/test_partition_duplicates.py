@@ -176,6 +176,30 @@ def test_duplicates_build_insert_delete_settle_for_every_metric(db, metric, kind
     assert not got & (set(range(0, 300)) | set(range(2000, 2500)))
 
 
+# A split costs one posting's worth of rows; settling 600 inserts needs a handful. The bound
+# is loose on purpose: it only separates settling from a split-merge cascade (the code before
+# this fix did 345 splits and 342 merges here).
+MAX_SPLITS_FOR_600 = 50
+
+
+@pytest.mark.timeout(180)
+def test_a_tight_cluster_settles_without_a_split_merge_cascade():
+    """600 rows within 1e-2 of one point (cosine) join a built index: splits of that cluster
+    leave one side drained, and merging it back would re-trigger the split; LIRE ends the
+    cascade instead."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, DIM)).astype(np.float32)
+    x[:300] = x[0] + 1e-2 * rng.standard_normal((300, DIM))
+    x[2000:2600] = x[0] + 1e-2 * rng.standard_normal((600, DIM))
+    idx = PartitionIndex.build(np.arange(2000), x[:2000], "cosine")
+    idx.add(np.arange(2000, 2600), x[2000:2600])            # inline LIRE: runs to the end
+    st = idx.stats()
+    assert st["pending_rebalance_jobs"] == 0
+    assert st["splits"] <= MAX_SPLITS_FOR_600, (st["splits"], st["merges"])
+    ids, _ = idx.search(x[2000:2600:50], 1, nprobe=st["postings"])
+    np.testing.assert_array_equal(ids[:, 0], np.arange(2000, 2600, 50))
+
+
 def test_cosine_zero_vectors_are_rejected(db):
     """A zero vector has no cosine direction: the table says so instead of storing NaNs."""
     t = db.create_table("t", schema("cosine"))

@@ -137,7 +137,8 @@ def test_rebalancer_goes_idle_after_a_burst_of_duplicates(db):
     st = wait_settled(t)
     every = st["postings"]
     hits = search(t, dup[None], 600, nprobe=every)[0]
-    assert sorted(h["id"] for h in hits) == list(range(10_000, 10_300)) + list(range(20_000, 20_300))
+    copies = list(range(10_000, 10_300)) + list(range(20_000, 20_300))
+    assert sorted(h["id"] for h in hits) == copies
     q = np.concatenate([dup[None], x[rng.integers(0, 2000, 20)]])
     assert_all_probes_exact(t, q, "l2")
 

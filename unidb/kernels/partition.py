@@ -548,22 +548,25 @@ def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, b
                cents, cnorms, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
     """One query end to end in one call: navigation, posting scan, exact re-rank.
 
-    Returns (row ids (1, k) -1 padded, distances (1, k) +inf padded, postings probed);
-    probed is -1 (nothing searched) when the query holds a NaN or an infinity. Distances are
-    finished for the metric: `finish` 0 = sqrt of squared L2, 1 = half of it (cosine on unit
-    vectors), 2 = as scored (-dot)."""
+    Returns (row ids (1, k) -1 padded, distances (1, k) +inf padded, postings probed, worst):
+    probed is -1 (nothing searched) when the query holds a NaN or an infinity; worst is the
+    largest float32 score the full heap held (+inf if the heap never filled: every valid row
+    probed was re-scored exactly), for the caller's check that float32 rounding cannot have
+    kept a nearer row out. Distances are finished for the metric: `finish` 0 = sqrt of squared
+    L2, 1 = half of it (cosine on unit vectors), 2 = as scored (-dot)."""
     out_r = np.full((1, k), -1, dtype=np.int64)
     out_d = np.full((1, k), np.inf, dtype=np.float64)
     bits = q.view(np.uint32)       # exponent bits: fastmath may fold a float isfinite away
     for j in range(bits.shape[0]):
         if bits[j] & 0x7F800000 == 0x7F800000:
-            return out_r, out_d, -1
+            return out_r, out_d, -1, np.inf
     qn = np.float32(0.0)
     for j in range(q.shape[0]):
         qn += q[j] * q[j]
     posts = nearest_slots(q, qn, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
                           bounds, slots, cents, cnorms)
-    _hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    worst = np.float64(hd[0]) if size == kk else np.inf
     # exact float64 re-score of the held rows, sorted by (distance, row id)
     dd = np.empty(size, dtype=np.float64)
     rr = np.empty(size, dtype=np.int64)
@@ -588,7 +591,7 @@ def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, b
         elif finish == 1:
             d = d / 2.0
         out_d[0, a] = d
-    return out_r, out_d, posts.shape[0]
+    return out_r, out_d, posts.shape[0], worst
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)

@@ -40,6 +40,15 @@ RERANK_MARGIN = 8
 QUERY_CHUNK = 1024
 # An under-filled query (or a filtered one) widens its probe by this factor per round.
 WIDEN_FACTOR = 2
+# Bound on the float32 rounding of a scan score |x|^2 - 2 x.q + |q|^2 (or -x.q): a dot
+# product of dim terms rounds by at most ~dim ulps of |x||q|, and the sum adds a few more, so
+# |error| <= (dim + SCAN_ERR_ULPS) * eps32 * (|x| + |q|)^2. When the heap's worst kept score
+# minus this bound does not clear the exact k-th distance, a row the float32 scan dropped may
+# be nearer (near-duplicates: 900 vectors within 1e-3 of one another, norm ~7, whose scores
+# differ by less than their rounding; the scan kept 9 of them at random and missed the query's
+# own row), and the query is answered by an exact float64 pass over the same partitions.
+SCAN_ERR_ULPS = 4
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,15 @@ class PartitionIndex:
         # posting -> max distance of any entry ever appended to its centroid: a split's new
         # centroid can only attract rows of postings it is within 2 x radius of (lire.py)
         self._radius = np.zeros(0, dtype=np.float64)
+        # posting -> entries it may hold before another split attempt, for postings LIRE found
+        # unsplittable (duplicates, lire._keep_unsplittable); in memory only: after a load
+        # each such posting is tried once more, then marked again
+        self._unsplittable: dict[int, int] = {}
         self._live = 0
         self._mutex = threading.RLock()
         self.counters = {"splits": 0, "merges": 0, "compactions": 0, "reassign_evaluated": 0,
-                         "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0}
+                         "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0,
+                         "unsplittable": 0}
         self._rebalancer = lire.Rebalancer(self)
         self._publish()
 
@@ -157,11 +171,24 @@ class PartitionIndex:
         if not np.isfinite(x).all():
             raise ValueError(f"{what} contain NaN or inf")
         if self.metric == "cosine":
-            n = np.linalg.norm(x, axis=1, keepdims=True)
+            # norms in float64: a float32 norm of a tiny (subnormal) vector underflows to 0 and
+            # of a huge one overflows to inf (x / inf = a zero "unit" vector)
+            xd = x.astype(np.float64)
+            n = np.sqrt(np.einsum("ij,ij->i", xd, xd))[:, None]
             if len(x) and n.min() == 0:
-                raise ValueError(f"{what}: a zero vector has no cosine distance")
-            x = np.ascontiguousarray(x / n, dtype=np.float32)
+                row = int(np.argmin(n[:, 0]))
+                raise ValueError(f"{what} row {row} is a zero vector, which has no cosine "
+                                 f"distance (the table layer rejects them on cosine columns)")
+            x = np.ascontiguousarray(xd / n, dtype=np.float32)
         return x
+
+    def _unfinish(self, d: np.ndarray) -> np.ndarray:
+        """The metric's true distances back to internal scores (inverse of _finish_dist)."""
+        if self.metric == "l2":
+            return np.asarray(d, np.float64) ** 2
+        if self.metric == "cosine":
+            return np.asarray(d, np.float64) * 2.0
+        return np.asarray(d, np.float64)
 
     def _finish_dist(self, d: np.ndarray) -> np.ndarray:
         """Internal (squared L2 / -dot) distances to the metric's true values."""
@@ -257,7 +284,7 @@ class PartitionIndex:
                 self._set_primary(rids, assign[:, 0])
                 self._vmap[rids] = vers                       # publish the new copies
                 self._live += int(len(rids) - was_live.sum())
-                over = [p for p in touched if self._store.length(p) > self.options.max_posting]
+                over = [p for p in touched if self._store.length(p) > lire.split_limit(self, p)]
                 self._rebalancer.submit(over)
             self._publish()
         self._rebalancer.run_inline_if_idle()
@@ -310,7 +337,7 @@ class PartitionIndex:
             return np.inf, int(nprobe)
         e = self.options.eps2 if eps2 is None else float(eps2)
         m = self.options.max_partitions if max_partitions is None else int(max_partitions)
-        if m < 1 or e < 0:
+        if m < 1 or not e >= 0:           # `not >=` also rejects NaN (which compares False)
             raise ValueError(f"max_partitions must be >= 1 and eps2 >= 0, got {m}/{e}")
         return e, m
 
@@ -348,14 +375,16 @@ class PartitionIndex:
         for s in range(0, nq, QUERY_CHUNK):
             qs = q[s:s + QUERY_CHUNK]
             posts, qidx, counts = routing.navigate(qs, ip, e, m)
+            tie = np.zeros(len(qs), dtype=bool)
             if allow is None:
-                ids[s:s + len(qs)], dist[s:s + len(qs)] = self._scan_pairs(qs, posts, qidx, k,
-                                                                           arena, vmap)
+                ids[s:s + len(qs)], dist[s:s + len(qs)], worst = self._scan_pairs(
+                    qs, posts, qidx, k, arena, vmap)
+                tie = self._near_tie(qs, dist[s:s + len(qs), -1], worst)
             want = min(k, view.live)
             if allow is not None:
                 redo = np.arange(len(qs))
             elif want > 0:      # under-filled (too few live rows in the probed postings)
-                redo = np.flatnonzero(ids[s:s + len(qs), want - 1] < 0)
+                redo = np.flatnonzero((ids[s:s + len(qs), want - 1] < 0) | tie)
             else:
                 redo = np.zeros(0, np.int64)
             for i in redo:
@@ -380,11 +409,15 @@ class PartitionIndex:
             cached = (view, (*routing.nav_arrays(), arena.vecs, arena.sqn, arena.rids,
                              arena.vers, view.vmap, arena.packed))
             self._one_args = cached
-        r, d, probed = K.search_one(q, self._mode, m, e, self._mode == K.MODE_L2 and e != np.inf,
-                                    *cached[1], k + RERANK_MARGIN, k,
-                                    0 if self.metric == "l2" else 1 if self.metric == "cosine" else 2)
+        r, d, probed, worst = K.search_one(
+            q, self._mode, m, e, self._mode == K.MODE_L2 and e != np.inf, *cached[1],
+            k + RERANK_MARGIN, k, 0 if self.metric == "l2" else 1 if self.metric == "cosine" else 2)
         if probed < 0:
             raise ValueError("queries contain NaN or inf")
+        if worst != np.inf and worst - self._scan_err(float(np.dot(q, q))) <= \
+                float(self._unfinish(d[0, -1])):          # near tie: see SCAN_ERR_ULPS
+            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
+            return r[None, :], self._finish_dist(d)[None, :]
         if r[0, -1] < 0 and (r >= 0).sum() < min(k, view.live):
             r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
             return r[None, :], self._finish_dist(d)[None, :]
@@ -396,10 +429,25 @@ class PartitionIndex:
         o = np.argsort(posts, kind="stable")
         posts, qidx = posts[o], qidx[o]
         qn = np.einsum("ij,ij->i", q, q).astype(np.float32)
-        _hd, hr, hp = K.scan_topk_grouped(q, qn, self._mode, arena.vecs, arena.sqn, arena.rids,
-                                         arena.vers, vmap, arena.packed, posts, qidx,
-                                         k + RERANK_MARGIN)
-        return K.rerank_exact(q, self._mode, arena.vecs, hr, hp, k)
+        hd, hr, hp = K.scan_topk_grouped(q, qn, self._mode, arena.vecs, arena.sqn, arena.rids,
+                                        arena.vers, vmap, arena.packed, posts, qidx,
+                                        k + RERANK_MARGIN)
+        worst = np.where(hr[:, -1] >= 0, hd[:, 0].astype(np.float64), np.inf)   # heap full?
+        return (*K.rerank_exact(q, self._mode, arena.vecs, hr, hp, k), worst)
+
+    def _near_tie(self, q: np.ndarray, kth: np.ndarray, worst: np.ndarray) -> np.ndarray:
+        """Per query: could float32 rounding have kept a row nearer than the k-th result out
+        of the scan's heap? `kth` the exact k-th score (squared L2 / -dot), `worst` the largest
+        float32 score the full heap held (+inf: not full, nothing dropped)."""
+        full = np.isfinite(worst)
+        if not full.any():
+            return full
+        qn = np.einsum("ij,ij->i", q.astype(np.float64), q.astype(np.float64))
+        return full & (worst - self._scan_err(qn) <= kth)
+
+    def _scan_err(self, qn):
+        """Bound on the float32 rounding of a scan score for queries of squared norm qn."""
+        return (self.dim + SCAN_ERR_ULPS) * EPS32 * (qn ** 0.5 + self._store.max_sqn ** 0.5) ** 2
 
     def _widening(self, q, k, allow, first, routing, arena, vmap):
         """Exact top-k over the probed partitions, doubling the probe until k (allowed) rows
@@ -482,6 +530,7 @@ class PartitionIndex:
             "posting_len_max": int(lens.max()) if len(lens) else 0,
             "posting_len_min": int(lens.min()) if len(lens) else 0,
             "pending_rebalance_jobs": self._rebalancer.pending(),
+            "unsplittable_postings": len(self._unsplittable),
             "arena_rows": int(self._store.tail),
             "arena_garbage_rows": int(self._store.garbage),
         })

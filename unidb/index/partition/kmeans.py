@@ -75,7 +75,8 @@ def hierarchical_centroids(x: np.ndarray, target: int, seed: int) -> np.ndarray:
 
     A cluster becomes a leaf once it holds <= LEAF_SLACK * target points (else it is split
     again), so no posting starts longer than that; leaves under MIN_LEAF * target points are
-    dropped (their points join neighbouring postings at assignment time).
+    dropped (their points join neighbouring postings at assignment time). A cluster k-means
+    cannot split at all (duplicates) is a leaf of any size.
     """
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
@@ -93,9 +94,11 @@ def hierarchical_centroids(x: np.ndarray, target: int, seed: int) -> np.ndarray:
         bounds = np.searchsorted(a[order], np.arange(len(c) + 1))
         for j in range(len(c) - 1, -1, -1):
             child = idx[order[bounds[j]:bounds[j + 1]]]
-            if len(child) == n:    # k-means could not split (duplicates): cut by position
-                half = n // 2
-                stack.extend([child[:half], child[half:]])
+            if len(child) == n:
+                # k-means could not split it (duplicates): one leaf, however long. Cutting by
+                # position gave two equal centroids; assignment put every row on the first and
+                # LIRE split the posting forever. LIRE keeps it as one unsplittable posting.
+                out.append(x[child].mean(axis=0, dtype=np.float64).astype(np.float32)[None, :])
                 break
             stack.append(child)
     return np.ascontiguousarray(np.concatenate(out, axis=0), dtype=np.float32)
@@ -107,38 +110,103 @@ SPLIT_ITERS = 8        # 2-means on a few hundred points settles in ~5 iteration
 # of many distant clusters: distance differences ~10, penalty ~160), which left splits of
 # 8 / 2,225 rows and a split-merge loop; a quantile cut on the bisector cannot.
 SPLIT_MIN_SIDE = 0.3
+# Rows closer than this to one another, relative to the largest squared norm, are one point to
+# the partition index: routing computes |x|^2 - 2 x.c + |c|^2 in float32 (~1.2e-7 relative per
+# term, a few terms and a dot product of rounding), so two centroids closer than ~64 float32
+# ulps cannot be told apart reliably, and a split between them would be undone by the next
+# reassignment (rows flip to whichever centroid rounding favours) -- and redone, forever.
+ROUTING_RESOLUTION = 64 * float(np.finfo(np.float32).eps)
+# A cut is checked for a group of such near-identical rows on both sides at this many sorted
+# positions on each side of it (the group of each row there is found by one pass over the posting):
+# a group straddling a cut has members next to it, since its rows project within a hair of
+# one another.
+CUT_PROBE = 4
+# A cut moved off one group may land in another; after this many moves the rows are taken as
+# unsplittable rather than searched further (never reached in the tests' data).
+MAX_CUT_MOVES = 8
 
 
 def balanced_two_means(x: np.ndarray, rng: np.random.Generator, iters: int = SPLIT_ITERS,
-                       min_side: float = SPLIT_MIN_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """Split one posting in two (LIRE split): centroids (2, dim) and a 0/1 assignment.
+                       min_side: float = SPLIT_MIN_SIDE, min_rows: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Split one posting in two (LIRE split): centroids (2, dim) and a 0/1 assignment, or None
+    when the rows cannot be separated.
 
     Lloyd iterations where every row goes to its nearer centroid unless that leaves a side
-    under `min_side` of the rows; then the rows nearest the bisector on the big side cross
-    over. Rows keep their nearest centroid whenever the natural split is balanced enough."""
+    under `min_side` of the rows (or under `min_rows`); then the rows nearest the bisector on
+    the big side cross over. Rows keep their nearest centroid whenever the natural split is
+    balanced enough. Rows within routing resolution of one another (duplicates) always stay on
+    one side: splitting such a group is undone by reassignment (they share their nearest
+    centroid) and redone by the next split, without end; a group too big for a balanced cut
+    is parted from the rest at its edge if the rest keeps `min_rows`. None when no such cut
+    exists, or when all rows lie within routing resolution of one another (zero spread)."""
     n = len(x)
     if n < 2:
-        return x.astype(np.float32).copy(), np.zeros(n, dtype=np.int64)
+        return None
     xd = x.astype(np.float64)
+    resolution = ROUTING_RESOLUTION * float(np.einsum("ij,ij->i", xd, xd).max())
     c0 = xd[int(rng.integers(n))]
     d0 = ((xd - c0) ** 2).sum(axis=1)
+    if d0.max() <= resolution:               # duplicates / near-duplicates: nothing to cut
+        return None
     c1 = xd[int(np.argmax(d0))]              # farthest row from a random one (2-means++ style)
-    lo = max(1, int(min_side * n))
+    lo = min(max(1, int(min_side * n), int(min_rows)), n // 2)
+    hard = min(max(1, int(min_rows)), n // 2)   # the least a side may keep to part duplicates
     total = xd.sum(axis=0)
     a = None
     for _ in range(iters):
         # s > 0 <=> row nearer to c1: |x-c0|^2 - |x-c1|^2 = 2 x.(c1-c0) + |c0|^2 - |c1|^2
         s = xd @ (2.0 * (c1 - c0)) + (c0 @ c0 - c1 @ c1)
-        new = s > 0
-        ones = int(np.count_nonzero(new))
-        if ones < lo or ones > n - lo:
-            ones = lo if ones < lo else n - lo
-            new = np.zeros(n, dtype=bool)
-            new[np.argpartition(-s, ones - 1)[:ones]] = True
+        order = np.argsort(s, kind="stable")
+        want = min(max(int(np.count_nonzero(s <= 0)), lo), n - lo)   # rows order[want:] -> c1
+        cut = _cut_clear_of_duplicates(xd, order, want, lo, hard, resolution)
+        if cut is None:
+            return None
+        new = np.zeros(n, dtype=bool)
+        new[order[cut:]] = True
         if a is not None and np.array_equal(new, a):
             break
         a = new
+        ones = n - cut
         s1 = a.astype(np.float64) @ xd            # side sums by one GEMV, not two gathers
         c1 = s1 / ones
         c0 = (total - s1) / (n - ones)
+    if ((c1 - c0) ** 2).sum() <= resolution:   # halves routing cannot tell apart
+        return None
     return np.stack([c0, c1]).astype(np.float32), a.astype(np.int64)
+
+
+def _cut_clear_of_duplicates(xd: np.ndarray, order: np.ndarray, want: int, lo: int, hard: int,
+                             resolution: float) -> int | None:
+    """Sorted position `want`, or the nearest position that keeps every group of rows within
+    `resolution` (squared) of one another on one side: first with both sides >= lo, else
+    >= hard; None if there is none."""
+    n = len(order)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    cut = want
+    for _ in range(MAX_CUT_MOVES):
+        seen = np.zeros(n, dtype=bool)
+        moved = False
+        for i in range(max(cut - CUT_PROBE, 0), min(cut + CUT_PROBE, n)):
+            r = order[i]
+            if seen[r]:
+                continue
+            diff = xd - xd[r]
+            group = np.einsum("ij,ij->i", diff, diff) <= resolution
+            seen |= group
+            pos = rank[group]
+            first, end = int(pos.min()), int(pos.max()) + 1
+            if not first < cut < end:
+                continue
+            # the group straddles the cut: move the cut to one of its edges
+            edges = [e for e in (first, end) if lo <= e <= n - lo] or \
+                    [e for e in (first, end) if hard <= e <= n - hard]
+            if not edges:
+                return None
+            cut = min(edges, key=lambda e: abs(e - want))
+            moved = True
+            break
+        if not moved:
+            return cut
+    return None

@@ -47,6 +47,23 @@ MERGE_NEIGHBOURS = 8
 # the slack keeps the merged posting from splitting again at the next few inserts (and a split
 # half that came out under the threshold from being merged back into its sibling).
 MERGE_FILL = 0.75
+# A posting whose rows cannot be split (duplicates: kmeans.balanced_two_means returns None) is
+# kept whole, over max_posting, and not tried again until its valid entries grow by this
+# factor: a retry costs a read of the posting, so retrying on every insert into a posting of
+# 100k copies of one vector would cost 100k rows per insert; geometric growth makes it O(1)
+# per insert. (New distinct rows wait at most this long for a split that separates them.)
+UNSPLITTABLE_REGROW = 1.5
+
+
+def split_limit(idx, p: int) -> int:
+    """Entries over which posting p is due a split: max_posting, or more for a posting found
+    unsplittable (until it has grown by UNSPLITTABLE_REGROW)."""
+    return max(idx.options.max_posting, idx._unsplittable.get(p, 0))
+
+
+def _forget(idx, p: int) -> None:
+    """Posting p retires: drop its unsplittable mark (ids are never reused while open)."""
+    idx._unsplittable.pop(p, None)
 
 
 class Rebalancer:
@@ -157,6 +174,12 @@ def _valid_entries(idx, p: int):
     return vecs[ok].copy(), sqn[ok].copy(), rids[ok].copy(), vers[ok].copy(), len(rids)
 
 
+def _valid_count(idx, p: int) -> int:
+    """Valid entries of posting p (one pass over it)."""
+    return int(K.valid_counts(idx._store.arena.rids, idx._store.arena.vers, idx._vmap,
+                              idx._store.arena.packed, np.array([p], dtype=np.int64))[0])
+
+
 def maintain(idx, p: int) -> list[int]:
     """Bring posting p within limits; returns postings that now need a job of their own."""
     routing = idx._routing
@@ -166,25 +189,28 @@ def maintain(idx, p: int) -> list[int]:
     vecs, sqn, rids, vers, stored = _valid_entries(idx, p)
     n = len(rids)
     more: list[int] = []
+    limit = split_limit(idx, p)
     if n <= opts.merge_threshold and routing.alive.sum() > 1:
         more = _merge(idx, p, vecs, sqn, rids, vers)
-    elif n > opts.max_posting:
-        more = _split(idx, p, vecs, sqn, rids, vers)
-    elif n < stored * COMPACT_VALID_FRACTION or stored > opts.max_posting:
+    elif n > limit:
+        more = _split(idx, p, vecs, sqn, rids, vers, stored)
+    elif n < stored * COMPACT_VALID_FRACTION or stored > limit:
         idx._store.create(p, vecs, sqn, rids, vers)
         idx.counters["compactions"] += 1
     _maybe_compact_arena(idx)
     return more
 
 
-def _split(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
+def _split(idx, p: int, vecs, sqn, rids, vers, stored: int) -> list[int]:
     opts = idx.options
     rng = np.random.default_rng([opts.seed, idx.counters["splits"]])
-    # rows go to their nearer new centroid unless one side would fall under 30% of them
-    c2, a = balanced_two_means(vecs, rng)
-    if len(c2) < 2 or a.min() == a.max():     # degenerate (duplicates): split by position
-        a = (np.arange(len(rids)) >= len(rids) // 2).astype(np.int64)
-        c2 = np.stack([vecs[a == 0].mean(0), vecs[a == 1].mean(0)]).astype(np.float32)
+    # rows go to their nearer new centroid unless one side would fall under 30% of them (or
+    # to the merge threshold: a side merged away at once would hand its rows back to this
+    # posting's successor, which splits them off again); duplicates stay on one side
+    cut = balanced_two_means(vecs, rng, min_rows=opts.merge_threshold + 1)
+    if cut is None:
+        return _keep_unsplittable(idx, p, vecs, sqn, rids, vers, stored)
+    c2, a = cut
     old = idx._routing
     ao = old.centroids[p].copy()
     new_routing, (p1, p2) = old.with_changes([p], c2)
@@ -199,6 +225,7 @@ def _split(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
     for j, pj in ((0, p1), (1, p2)):
         idx._widen_radius(np.full(int((a == j).sum()), pj, dtype=np.int64), vecs[a == j])
     store.retire(p)
+    _forget(idx, p)
     idx.counters["splits"] += 1
 
     # reassign candidates (SPFresh's two conditions)
@@ -211,8 +238,45 @@ def _split(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
     cr, cx = _unique_rows([rids[own], nr], [vecs[own], nx])
     idx.counters["reassign_evaluated"] += len(rids)
     more = _reassign(idx, cr, cx, only_if_moved=True, among=np.concatenate([near, [p1, p2]]))
+    drained = [idx._plive[int(pj)] <= opts.merge_threshold for pj in (p1, p2)]
+    if drained[0] != drained[1]:
+        # The split did not hold: reassignment emptied one side. Merging it now would hand
+        # most of its rows back to the other side (their nearest), which would split again,
+        # and so on (a tight cluster of ~max_posting rows plus stragglers that cannot stand
+        # alone did this 21,000 times in one build; before this change a 60k-row drift run
+        # did not go idle within 120 s). So the small side is not queued (a later write may
+        # queue it), and the big side may take its rows back without a split: its limit
+        # becomes the pair's entries. (Keeping the big side whole until 1.5x, as for
+        # duplicates, also ended the cascades but let drift postings reach 1.7 x max_posting;
+        # not queueing the small side alone still took 12,395 splits for 600 inserts.)
+        big, small = (int(p2), int(p1)) if drained[0] else (int(p1), int(p2))
+        idx._unsplittable[big] = max(opts.max_posting,
+                                     _valid_count(idx, big) + _valid_count(idx, small))
+        idx.counters["unsplittable"] += 1
+        return [q for q in more if q != small] + \
+            [big] * (store.length(big) > split_limit(idx, big))
     return more + [int(pj) for pj in (p1, p2) if store.length(int(pj)) > opts.max_posting
                    or idx._plive[int(pj)] <= opts.merge_threshold]
+
+
+def _mark_unsplittable(idx, p: int, entries: int) -> None:
+    """No split of posting p before it holds UNSPLITTABLE_REGROW x `entries`."""
+    idx._unsplittable[p] = max(idx.options.max_posting, int(np.ceil(UNSPLITTABLE_REGROW * entries)))
+    idx.counters["unsplittable"] += 1
+
+
+def _keep_unsplittable(idx, p: int, vecs, sqn, rids, vers, stored: int) -> list[int]:
+    """Posting p's rows cannot be separated (copies of one vector, or a split that would leave
+    a side too small to stand): keep it as one posting over max_posting and mark it so that no
+    job splits it again before it has grown UNSPLITTABLE_REGROW x. Searches stay exact (the
+    posting is scanned like any other, only longer); the alternative, cutting it by row id,
+    makes postings with equal centroids between which every insert and reassignment picks the
+    same one, which fills up and is cut again. Returns no follow-up job: nothing changed."""
+    _mark_unsplittable(idx, p, len(rids))
+    if len(rids) < stored:                           # drop dead / stale copies while here
+        idx._store.create(p, vecs, sqn, rids, vers)
+        idx.counters["compactions"] += 1
+    return []
 
 
 def _unique_rows(rid_parts, vec_parts):
@@ -268,6 +332,7 @@ def _merge(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
     if len(rids) == 0:            # nothing to move: just stop routing to p
         idx._routing, _ = routing.with_changes([p], np.zeros((0, idx.dim), np.float32))
         idx._store.retire(p)
+        _forget(idx, p)
         idx.counters["merges"] += 1
         return []
     ids = routing.live_ids
@@ -298,6 +363,7 @@ def _merge(idx, p: int, vecs, sqn, rids, vers) -> list[int]:
                      among=among)
     idx._routing, _ = idx._routing.with_changes([p], np.zeros((0, idx.dim), np.float32))
     idx._store.retire(p)
+    _forget(idx, p)
     idx.counters["merges"] += 1
     return more
 
@@ -317,6 +383,8 @@ def _merge_pair(idx, p: int, q: int, vecs, sqn, rids, vers) -> list[int]:
     idx._widen_radius(np.full(len(rids), r, dtype=np.int64), vecs)
     store.retire(p)
     store.retire(q)
+    _forget(idx, p)
+    _forget(idx, q)
     idx.counters["merges"] += 1
     # only the pair's rows are re-checked: the centroid moves by n_p / (n_p + n_q) of the gap
     # towards a posting of <= merge_threshold rows, so few neighbour rows could prefer it, and
@@ -357,7 +425,7 @@ def _reassign(idx, rids: np.ndarray, vecs: np.ndarray, only_if_moved: bool,
     idx.counters["vectors_moved"] += len(rids)
     left = left[left >= 0]
     drained = left[idx._plive[left] <= opts.merge_threshold]   # emptied by the move: merge
-    return [p for p in touched if idx._store.length(p) > opts.max_posting] + drained.tolist()
+    return [p for p in touched if idx._store.length(p) > split_limit(idx, p)] + drained.tolist()
 
 
 def _maybe_compact_arena(idx) -> None:

@@ -1,7 +1,11 @@
 """Options of the partition index: every default is a named constant with its reason."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
+
+from unidb.kernels.partition import LEN_MASK
 
 # Build: ~100-300 vectors per posting is the sweet spot for an in-memory Python index
 # (ALGORITHMS.md §2): long enough that one kernel call amortises its overhead, short enough
@@ -37,6 +41,29 @@ REASSIGN_K = 64
 SEED = 20251122
 # Posting store: "memory" (numpy arena) or "disk" (memory-mapped working files in `folder`).
 STORAGE = "memory"
+STORAGES = ("memory", "disk")
+
+# Validation bounds (validate()). Posting sizes: a posting's length is a LEN_BITS-bit field of
+# the arena's slice table (kernels/partition.py), so no posting limit can exceed it.
+POSTING_LIMIT = LEN_MASK
+# eps1/eps2 are ratios of distances: beyond this every partition qualifies anyway, and
+# (1 + eps)^2 stays far from float overflow (eps = 1e200 raised OverflowError at build).
+EPS_LIMIT = 1e6
+# Counts handed to numba kernels as int64 and to numpy as sizes: keep them machine-sized.
+COUNT_LIMIT = 2 ** 31 - 1
+SEED_LIMIT = 2 ** 63 - 1   # np.random.SeedSequence wants non-negative entropy; keep it int64
+# name -> (kind, may be None, lowest, highest)
+_RULES = {
+    "target_posting": ("int", True, 2, POSTING_LIMIT),
+    "max_posting": ("int", True, 2, POSTING_LIMIT),
+    "merge_threshold": ("int", True, 0, POSTING_LIMIT),
+    "replicas": ("int", False, 1, 8),             # SPANN's limit
+    "eps1": ("float", False, 0.0, EPS_LIMIT),
+    "eps2": ("float", False, 0.0, EPS_LIMIT),
+    "max_partitions": ("int", False, 1, COUNT_LIMIT),
+    "reassign_k": ("int", False, 1, COUNT_LIMIT),
+    "seed": ("int", False, 0, SEED_LIMIT),
+}
 
 
 @dataclass
@@ -52,12 +79,28 @@ class PartitionOptions:
     seed: int = SEED
     storage: str = STORAGE
 
+    def __new__(cls, *args, **kwargs):
+        # the generated __init__ would say "unexpected keyword argument"; name the valid ones
+        unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; the partition index takes "
+                            f"{[f.name for f in fields(cls)]}")
+        return super().__new__(cls)
+
     def resolved(self, n: int) -> PartitionOptions:
-        """A copy with target/max posting sizes fixed for an index of n vectors."""
+        """A copy with target/max posting sizes fixed for an index of n vectors.
+
+        Sizes left None are derived from those given, so that any valid set of options
+        resolves: max_posting from target_posting (and at least 2 x merge_threshold), the
+        default target no larger than a given max_posting."""
+        m = self.max_posting
         t = self.target_posting
         if t is None:
             t = max(TARGET_POSTING, int(round(float(n) ** 0.5 / TARGET_SQRT_DIV)))
-        m = self.max_posting if self.max_posting is not None else int(round(MAX_POSTING_RATIO * t))
+            if m is not None:
+                t = min(t, m)
+        if m is None:
+            m = max(int(round(MAX_POSTING_RATIO * t)), 2 * (self.merge_threshold or 0))
         mt = self.merge_threshold
         if mt is None:
             mt = max(1, int(MERGE_RATIO * m))
@@ -65,25 +108,34 @@ class PartitionOptions:
                        merge_threshold=int(mt)).validate()
 
     def validate(self) -> PartitionOptions:
-        if not 1 <= self.replicas <= 8:
-            raise ValueError(f"replicas must be in 1..8 (SPANN's limit), got {self.replicas}")
-        if self.target_posting is not None and self.target_posting < 2:
-            raise ValueError(f"target_posting must be >= 2, got {self.target_posting}")
-        # (None sizes are fixed by resolved(n) at build time)
-        if self.merge_threshold is not None and self.merge_threshold < 0:
-            raise ValueError(f"merge_threshold must be >= 0, got {self.merge_threshold}")
-        if self.target_posting is not None and self.max_posting is not None and (
-                self.max_posting < 2 * max(self.merge_threshold or 0, 1)
-                or self.max_posting < self.target_posting):
-            raise ValueError(f"max_posting ({self.max_posting}) must be >= target_posting "
-                             f"({self.target_posting}) and >= 2 * merge_threshold ({self.merge_threshold})")
-        if self.eps1 < 0 or self.eps2 < 0:
-            raise ValueError(f"eps1/eps2 must be >= 0, got {self.eps1}/{self.eps2}")
-        if self.max_partitions < 1 or self.reassign_k < 1:
-            raise ValueError(f"max_partitions and reassign_k must be >= 1, got "
-                             f"{self.max_partitions}/{self.reassign_k}")
-        if self.storage not in ("memory", "disk"):
-            raise ValueError(f"storage must be 'memory' or 'disk', got {self.storage!r}")
+        """Check every option (type, range, consistency) and normalise numeric types to
+        int / float; raises TypeError or ValueError naming the option and its value."""
+        for name, (kind, nullable, lo, hi) in _RULES.items():
+            v = getattr(self, name)
+            if v is None and nullable:
+                continue
+            what = "an integer" if kind == "int" else "a finite number"
+            ok_type = isinstance(v, numbers.Integral if kind == "int" else numbers.Real) \
+                and not isinstance(v, bool)
+            if not ok_type:
+                raise TypeError(f"{name} must be {what}"
+                                f"{' or None' if nullable else ''}, got {v!r} "
+                                f"({type(v).__name__})")
+            v = int(v) if kind == "int" else float(v)
+            if not (lo <= v <= hi) or (kind == "float" and not math.isfinite(v)):
+                bounds = f"[{lo}, {hi}]" if kind == "int" else f"[{lo:g}, {hi:g}]"
+                raise ValueError(f"{name} must be {what} in {bounds}, "
+                                 f"got {v!r}")
+            setattr(self, name, v)
+        if not isinstance(self.storage, str) or self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, "
+                             f"got {self.storage!r}")
+        t, m, mt = self.target_posting, self.max_posting, self.merge_threshold
+        if m is not None and t is not None and m < t:
+            raise ValueError(f"max_posting ({m}) must be >= target_posting ({t})")
+        if m is not None and mt is not None and m < 2 * max(mt, 1):
+            raise ValueError(f"max_posting ({m}) must be >= 2 * merge_threshold ({mt}): a "
+                             f"split's halves would be merged at once")
         return self
 
     def to_dict(self) -> dict:

@@ -54,7 +54,20 @@ class PostingStore:
         self.dim = dim
         self.tail = 0            # first unused arena row
         self.garbage = 0         # arena rows no longer reachable from a live posting slice
+        # largest squared norm ever stored (never lowered): bounds the float32 rounding of
+        # scan scores, so searches know when a near tie needs an exact pass (index.py)
+        self.max_sqn = 0.0
         self.arena = self._new_arena(1024, 64)
+
+    def _note(self, sqn: np.ndarray, length: int) -> None:
+        """Bookkeeping of entries about to be written to a posting of `length` entries."""
+        if length > LEN_MASK:
+            # a posting of copies of one vector is never split (lire.py), so this is how
+            # many copies of one vector the index can hold
+            raise ValueError(f"a posting would hold {length} entries, over the "
+                             f"{LEN_MASK}-entry limit of the slice table")
+        if len(sqn):
+            self.max_sqn = max(self.max_sqn, float(np.max(sqn)))
 
     # -- allocation hooks (memory vs disk) ------------------------------------------------
     def _alloc(self, name: str, shape, dtype) -> np.ndarray:
@@ -133,6 +146,7 @@ class PostingStore:
         self._ensure(0, p + 1)
         a = self.arena
         off, ln = a.posting_range(p)
+        self._note(sqn, ln + n)
         cap = int(a.caps[p])
         if ln + n > cap:
             newcap = max(MIN_SLICE, int((ln + n) * SLICE_GROWTH))
@@ -159,6 +173,7 @@ class PostingStore:
     def create(self, p: int, vecs, sqn, rids, vers, slack: float = SLICE_GROWTH) -> None:
         """Write a new posting p with room to grow."""
         n = len(rids)
+        self._note(sqn, n)
         cap = max(MIN_SLICE, int(n * slack))
         self._ensure(cap, p + 1)
         a = self.arena
@@ -180,6 +195,7 @@ class PostingStore:
     def bulk_load(self, lens: np.ndarray, vecs, sqn, rids, vers, slack: float = SLICE_GROWTH) -> None:
         """Replace everything with postings 0..len(lens)-1 laid out back to back (build/load)."""
         P = len(lens)
+        self._note(np.asarray(sqn), int(lens.max()) if P else 0)
         caps = np.maximum(MIN_SLICE, (lens * slack).astype(np.int64))
         offs = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
         total = int(caps.sum())

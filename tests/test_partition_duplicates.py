@@ -310,3 +310,18 @@ def test_search_rejects_nan_eps2():
     idx = PartitionIndex.build(np.arange(500), x, "l2")
     with pytest.raises(ValueError, match="eps2"):
         idx.search(x[:3], 5, eps2=float("nan"))
+
+
+def test_numpy_scalar_options_are_stored_as_plain_values(tmp_path):
+    """create_index(nlist=np.int64(...)) used to fail writing the manifest (raw TypeError)."""
+    db = unidb.connect(tmp_path / "np.unidb")
+    t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "emb": unidb.Vector(4)})
+    t.add({"id": np.arange(300), "emb": np.random.default_rng(0).random((300, 4), np.float32)})
+    t.create_index("emb", kind="partition", max_posting=np.int64(64))
+    assert t.list_indexes()["emb"]["options"] == {"max_posting": 64}
+    with pytest.raises(unidb.errors.SchemaError, match="must be a finite number"):
+        t.create_index("id", kind="sorted", x=object())
+    db.close()
+    db = unidb.connect(tmp_path / "np.unidb")
+    assert len(db.open_table("t")) == 300
+    db.close()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -265,6 +266,21 @@ def _close_impl(impl) -> None:
 
 ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(),
                                                    _TextKind(), _SparseKind())}
+
+
+def _plain_options(column: str, options: dict) -> dict:
+    """Index options as plain JSON values (numpy scalars unwrapped): they go in the manifest."""
+    out = {}
+    for name, value in options.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise SchemaError(f"index option {name}={value!r} on column {column!r} must be a "
+                              f"finite number, a string, a bool or None") from None
+        out[name] = value
+    return out
 
 
 @dataclasses.dataclass
@@ -542,6 +558,7 @@ class IndexSet:
             if column in self._handles:
                 raise SchemaError(f"column {column!r} already has a {self._handles[column].kind} "
                                   f"index; drop_index() it first")
+        options = _plain_options(column, options)
         # Build from a snapshot without blocking writers, then catch up under the write lock.
         snap = self._store.state
         handle = self._build(column, kind, dict(options), snap)

@@ -159,7 +159,14 @@ def balanced_two_means(x: np.ndarray, rng: np.random.Generator, iters: int = SPL
         s = xd @ (2.0 * (c1 - c0)) + (c0 @ c0 - c1 @ c1)
         order = np.argsort(s, kind="stable")
         want = min(max(int(np.count_nonzero(s <= 0)), lo), n - lo)   # rows order[want:] -> c1
-        cut = _cut_clear_of_duplicates(xd, order, want, lo, hard, resolution)
+        # Rows within `resolution` of one another project within 2 sqrt(resolution) |c1-c0| of
+        # one another on s, so a wider gap at the cut proves no group straddles it: the usual
+        # case, which then skips the probing passes over the posting (x2 for rounding in s).
+        reach = 4.0 * np.sqrt(resolution * ((c1 - c0) ** 2).sum())
+        if 0 < want < n and s[order[want]] - s[order[want - 1]] > reach:
+            cut = want
+        else:
+            cut = _cut_clear_of_duplicates(xd, order, want, lo, hard, resolution)
         if cut is None:
             return None
         new = np.zeros(n, dtype=bool)

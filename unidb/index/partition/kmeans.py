@@ -159,11 +159,7 @@ def balanced_two_means(x: np.ndarray, rng: np.random.Generator, iters: int = SPL
         s = xd @ (2.0 * (c1 - c0)) + (c0 @ c0 - c1 @ c1)
         order = np.argsort(s, kind="stable")
         want = min(max(int(np.count_nonzero(s <= 0)), lo), n - lo)   # rows order[want:] -> c1
-        # Rows within `resolution` of one another project within 2 sqrt(resolution) |c1-c0| of
-        # one another on s, so a wider gap at the cut proves no group straddles it: the usual
-        # case, which then skips the probing passes over the posting (x2 for rounding in s).
-        reach = 4.0 * np.sqrt(resolution * ((c1 - c0) ** 2).sum())
-        if 0 < want < n and s[order[want]] - s[order[want - 1]] > reach:
+        if _cut_is_clear(xd, s, order, want, c1 - c0, resolution):
             cut = want
         else:
             cut = _cut_clear_of_duplicates(xd, order, want, lo, hard, resolution)
@@ -181,6 +177,31 @@ def balanced_two_means(x: np.ndarray, rng: np.random.Generator, iters: int = SPL
     if ((c1 - c0) ** 2).sum() <= resolution:   # halves routing cannot tell apart
         return None
     return np.stack([c0, c1]).astype(np.float32), a.astype(np.int64)
+
+
+def _cut_is_clear(xd: np.ndarray, s: np.ndarray, order: np.ndarray, cut: int,
+                  direction: np.ndarray, resolution: float) -> bool:
+    """Whether no group of rows within `resolution` (squared) of one another straddles sorted
+    position `cut` — proved cheaply, the usual case (False: look closer).
+
+    Rows that close project within 2 sqrt(resolution) |direction| of one another on s, so a
+    straddling pair has its left row in the last stretch of that width before the cut and its
+    right row in the first after it: only pairs across those two short windows are measured
+    (twice the width, for rounding in s), not the whole posting."""
+    n = len(order)
+    if cut <= 0 or cut >= n:
+        return True
+    reach = 4.0 * np.sqrt(resolution * float(direction @ direction))
+    ss = s[order]
+    left = order[int(np.searchsorted(ss[:cut], ss[cut] - reach, side="left")):cut]
+    right = order[cut:cut + int(np.searchsorted(ss[cut:], ss[cut - 1] + reach, side="right"))]
+    if not len(left) or not len(right):
+        return True
+    a, b = xd[left], xd[right]
+    d = np.einsum("ij,ij->i", a, a)[:, None] - 2.0 * (a @ b.T) + np.einsum("ij,ij->i", b, b)
+    # the expansion loses ~|x|^2 eps64 absolutely: far below resolution, and a near pair that
+    # rounding hid would still be caught by the exact probes below when it matters
+    return not bool((d <= 2.0 * resolution).any())
 
 
 def _cut_clear_of_duplicates(xd: np.ndarray, order: np.ndarray, want: int, lo: int, hard: int,

@@ -7,10 +7,11 @@ phase in a fresh child process, and reports medians and the ratio current / base
   ingest     `t.add` of N x 128-d float32 rows in batches of 10k (sync durability: one WAL
              append + fsync per batch), including the automatic checkpoints
   flush      the final explicit checkpoint (segment write + manifest)
-  reopen     connect + open_table (reads and verifies every segment; replays nothing)
-  index      open with a saved partition index snapshot (verifies its arrays) + first search
+  reopen     connect + open_table (reads and verifies every segment and the index snapshot)
+  first_search  reopen + the first search (through the partition index unless --no-index)
 
     .venv/bin/python bench/reliability.py [--n 200000] [--baseline 1eef230] [--repeats 3]
+                                          [--no-index]   (1M rows: skip the index build)
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ DIM = 128
 BATCH = 10_000
 
 
-def child(db_path: str, n: int) -> None:
+def child(db_path: str, n: int, index: bool) -> None:
     """One measurement in a fresh process; prints a JSON line of timings."""
     import numpy as np
     import unidb
@@ -48,7 +49,8 @@ def child(db_path: str, n: int) -> None:
     t0 = time.perf_counter()
     t.flush()
     out["flush_s"] = time.perf_counter() - t0
-    t.create_index("emb", kind="partition")
+    if index:
+        t.create_index("emb", kind="partition")
     db.close()
     t0 = time.perf_counter()
     db = unidb.connect(db_path)
@@ -57,7 +59,7 @@ def child(db_path: str, n: int) -> None:
     out["reopen_s"] = time.perf_counter() - t0           # includes the index snapshot load
     q = np.zeros(DIM, np.float32)
     t.search(q).limit(10).to_list()
-    out["index_first_search_s"] = time.perf_counter() - t0
+    out["first_search_s"] = time.perf_counter() - t0
     db.close()
     print(json.dumps(out))
 
@@ -67,11 +69,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--baseline", default="1eef230", help="commit to compare against")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--child", nargs=2, metavar=("DB", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-index", action="store_true", help="no partition index (faster at 1M)")
+    ap.add_argument("--child", nargs=3, metavar=("DB", "N", "INDEX"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     _common.configure_threads(1)
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.child[2] == "1")
         return
     work = Path(tempfile.mkdtemp(prefix="unidb-rel-"))
     base_tree = work / "baseline"
@@ -85,7 +88,8 @@ def main() -> None:
                 db = work / f"{name}-{rep}.unidb"
                 env = dict(os.environ, PYTHONPATH=str(tree))
                 res = subprocess.run([sys.executable, str(Path(__file__).resolve()),
-                                      "--child", str(db), str(args.n if rep >= 0 else 2 * BATCH)], env=env, cwd=tree,
+                                      "--child", str(db), str(args.n if rep >= 0 else 2 * BATCH),
+                                      "0" if args.no_index else "1"], env=env, cwd=tree,
                                      check=True, capture_output=True, text=True)
                 if rep >= 0:
                     runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -95,7 +99,7 @@ def main() -> None:
                         str(base_tree)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     rows = []
-    for key in ("ingest_s", "flush_s", "reopen_s", "index_first_search_s"):
+    for key in ("ingest_s", "flush_s", "reopen_s", "first_search_s"):
         b = statistics.median(r[key] for r in runs["baseline"])
         c = statistics.median(r[key] for r in runs["current"])
         rows.append({"phase": key, "baseline_s": round(b, 3), "current_s": round(c, 3),
@@ -105,6 +109,7 @@ def main() -> None:
                         title=f"reliability overhead: {args.n:,} x {DIM}-d rows ({mb:.0f} MB), "
                               f"medians of {args.repeats}, baseline {args.baseline}")
     path = _common.write_results("reliability", {"n": args.n, "dim": DIM,
+                                                 "index": not args.no_index,
                                                  "baseline": args.baseline, "runs": runs,
                                                  "table": rows,
                                                  "machine": _common.machine_info(),

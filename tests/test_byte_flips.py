@@ -192,3 +192,27 @@ def test_unidb_check_reports_damage(tmp_path):
     report = json.loads(bad.stdout)
     assert not report["ok"] and [p["file"] for p in report["problems"]] == [str(seg)]
     assert "checksum" in report["problems"][0]["problem"]
+
+
+def test_manifest_with_a_renamed_key_is_corruption(tmp_path):
+    """Issue #11 defect 14: a MANIFEST with a renamed key raised a raw TypeError. With its
+    checksum recomputed (so only the field check can catch it) it is CorruptionError."""
+    import json
+    from unidb.storage import files
+    src = tmp_path / "src.unidb"
+    _build(src)
+    man = next(src.rglob("MANIFEST.json"))
+    d = json.loads(man.read_text())
+    d.pop("checksum")
+    d["segmentz"] = d.pop("segments")
+    files.atomic_write_json(man, d)
+    _open_fails(src, "segment")
+
+
+def test_damaged_catalog_marker_is_corruption(tmp_path):
+    """Issue #11 defect 14: a damaged unidb.json raised a raw JSONDecodeError."""
+    src = tmp_path / "src.unidb"
+    _build(src)
+    (src / "unidb.json").write_bytes(b'{"format": "unidb-db/2"')
+    with pytest.raises(CorruptionError, match="unidb.json"):
+        unidb.connect(src)

@@ -22,6 +22,9 @@ COMPARE_KERNELS = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.les
 _BY_SIGN = {"=": (False, True, False), "!=": (True, False, True), "<": (True, False, False),
             "<=": (True, True, False), ">": (False, False, True), ">=": (False, True, True)}
 _TWO_63 = float(1 << 63)
+# Integers of magnitude up to 2^53 convert to float64 exactly: a comparison of such integers
+# with floats is exact in float64, and Arrow's kernels do it in one pass.
+_EXACT_IN_FLOAT64 = 1 << 53
 
 
 def compare(op: str, left: Any, right: Any) -> pa.Array:
@@ -47,7 +50,20 @@ def _numpy_side(v: Any, dtype: Any, fill: Any) -> tuple[Any, Any]:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype), valid
 
 
+def _exact_as_float64(ints: Any) -> bool:
+    """Whether every integer of `ints` (array or scalar) converts to float64 exactly."""
+    if isinstance(ints, pa.Scalar):
+        return not ints.is_valid or abs(ints.as_py()) <= _EXACT_IN_FLOAT64
+    if len(ints) == ints.null_count:
+        return True
+    lo_hi = pc.min_max(ints)
+    return abs(lo_hi["min"].as_py()) <= _EXACT_IN_FLOAT64 and \
+        abs(lo_hi["max"].as_py()) <= _EXACT_IN_FLOAT64
+
+
 def _int_float_compare(op: str, ints: Any, floats: Any) -> pa.Array:
+    if _exact_as_float64(ints):                 # the usual case: one Arrow pass, still exact
+        return COMPARE_KERNELS[op](pc.cast(ints, pa.float64()), floats)
     i, i_ok = _numpy_side(ints, np.int64, 0)
     f, f_ok = _numpy_side(floats, np.float64, 0.0)
     i, f = np.broadcast_arrays(i, f)

@@ -282,3 +282,51 @@ def qps_at_recall(curve: Iterable[tuple[float, float] | Mapping[str, float]], ta
         if recall >= target - RECALL_EPS:
             return float(q)
     return None
+
+
+# ------------------------------------------------------------------------ baseline trees
+
+
+def run_against_baseline(script: Path, child_args: Callable[[int], list[str]], baseline: str,
+                         repeats: int) -> dict[str, list[dict]]:
+    """Run `script --child ...` against this checkout and a git worktree of `baseline`,
+    alternating (noise hits both alike), each run a fresh process whose last stdout line is a
+    JSON object. Round -1 warms numba's per-tree cache and is not kept. Returns
+    {"baseline": [...], "current": [...]}."""
+    import shutil
+    import subprocess
+    import tempfile
+    repo = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="unidb-ab-"))
+    base_tree = work / "baseline"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q",
+                    str(base_tree), baseline], check=True)
+    trees = {"baseline": base_tree, "current": repo}
+    runs: dict[str, list[dict]] = {k: [] for k in trees}
+    try:
+        for rep in range(-1, repeats):
+            for name, tree in trees.items():
+                env = dict(os.environ, PYTHONPATH=str(tree))
+                env.setdefault("UNIDB_DATA", str(repo.parent / "shared" / "data"))
+                res = subprocess.run([sys.executable, str(script), "--child",
+                                      *child_args(rep)], env=env, cwd=work, check=True,
+                                     capture_output=True, text=True)
+                if rep >= 0:
+                    runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force",
+                        str(base_tree)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def ab_table(runs: Mapping[str, list[dict]], keys: Sequence[str]) -> list[dict]:
+    """Rows of median baseline, median current and their ratio for each key."""
+    rows = []
+    for key in keys:
+        b = statistics.median(r[key] for r in runs["baseline"])
+        c = statistics.median(r[key] for r in runs["current"])
+        rows.append({"measure": key, "baseline": round(b, 4), "current": round(c, 4),
+                     "ratio": round(c / b, 2) if b else None})
+    return rows
+

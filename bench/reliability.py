@@ -1,14 +1,14 @@
-"""What checksums and the failure rules cost users: ingest, checkpoint, reopen, index reopen.
+"""What checksums and the failure rules cost users: ingest, checkpoint, reopen, first search.
 
-Runs the same public-API workload against two source trees in one run — this checkout and a
-baseline commit (default: the last commit before issue #11's checksums) — alternating, each
-phase in a fresh child process, and reports medians and the ratio current / baseline:
+Runs the same public-API workload against this checkout and a baseline commit (default: the
+last commit before issue #11's checksums), alternating, each run in a fresh process, and
+reports medians and the ratio current / baseline:
 
-  ingest     `t.add` of N x 128-d float32 rows in batches of 10k (sync durability: one WAL
-             append + fsync per batch), including the automatic checkpoints
-  flush      the final explicit checkpoint (segment write + manifest)
-  reopen     connect + open_table (reads and verifies every segment and the index snapshot)
-  first_search  reopen + the first search (through the partition index unless --no-index)
+  ingest_s        `t.add` of N x 128-d float32 rows in batches of 10k (sync durability: one
+                  WAL append + fsync per batch), including the automatic checkpoints
+  flush_s         the final explicit checkpoint (segment write + manifest)
+  reopen_s        connect + open_table (reads and verifies every segment and index snapshot)
+  first_search_s  reopen + the first search (through the partition index unless --no-index)
 
     .venv/bin/python bench/reliability.py [--n 200000] [--baseline 1eef230] [--repeats 3]
                                           [--no-index]   (1M rows: skip the index build)
@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import _common
 
-REPO = Path(__file__).resolve().parents[1]
 DIM = 128
 BATCH = 10_000
+KEYS = ("ingest_s", "flush_s", "reopen_s", "first_search_s")
 
 
-def child(db_path: str, n: int, index: bool) -> None:
+def child(n: int, index: bool) -> None:
     """One measurement in a fresh process; prints a JSON line of timings."""
     import numpy as np
     import unidb
     rng = np.random.default_rng(0)
     out = {}
+    db_path = Path(tempfile.mkdtemp(prefix="unidb-rel-")) / "db.unidb"
     db = unidb.connect(db_path)
     t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "emb": unidb.Vector(DIM)})
     t0 = time.perf_counter()
@@ -56,11 +52,12 @@ def child(db_path: str, n: int, index: bool) -> None:
     db = unidb.connect(db_path)
     t = db.open_table("t")
     assert len(t) == n
-    out["reopen_s"] = time.perf_counter() - t0           # includes the index snapshot load
-    q = np.zeros(DIM, np.float32)
-    t.search(q).limit(10).to_list()
+    out["reopen_s"] = time.perf_counter() - t0
+    t.search(np.zeros(DIM, np.float32)).limit(10).to_list()
     out["first_search_s"] = time.perf_counter() - t0
     db.close()
+    import shutil
+    shutil.rmtree(db_path.parent, ignore_errors=True)
     print(json.dumps(out))
 
 
@@ -70,50 +67,26 @@ def main() -> None:
     ap.add_argument("--baseline", default="1eef230", help="commit to compare against")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-index", action="store_true", help="no partition index (faster at 1M)")
-    ap.add_argument("--child", nargs=3, metavar=("DB", "N", "INDEX"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, metavar=("N", "INDEX"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     _common.configure_threads(1)
     if args.child:
-        child(args.child[0], int(args.child[1]), args.child[2] == "1")
+        child(int(args.child[0]), args.child[1] == "1")
         return
-    work = Path(tempfile.mkdtemp(prefix="unidb-rel-"))
-    base_tree = work / "baseline"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q",
-                    str(base_tree), args.baseline], check=True)
-    trees = {"baseline": base_tree, "current": REPO}
-    runs: dict[str, list[dict]] = {k: [] for k in trees}
-    try:
-        for rep in range(-1, args.repeats):          # rep -1 warms numba's per-tree cache
-            for name, tree in trees.items():         # alternate: noise hits both alike
-                db = work / f"{name}-{rep}.unidb"
-                env = dict(os.environ, PYTHONPATH=str(tree))
-                res = subprocess.run([sys.executable, str(Path(__file__).resolve()),
-                                      "--child", str(db), str(args.n if rep >= 0 else 2 * BATCH),
-                                      "0" if args.no_index else "1"], env=env, cwd=tree,
-                                     check=True, capture_output=True, text=True)
-                if rep >= 0:
-                    runs[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
-                shutil.rmtree(db, ignore_errors=True)
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                        str(base_tree)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
-    rows = []
-    for key in ("ingest_s", "flush_s", "reopen_s", "first_search_s"):
-        b = statistics.median(r[key] for r in runs["baseline"])
-        c = statistics.median(r[key] for r in runs["current"])
-        rows.append({"phase": key, "baseline_s": round(b, 3), "current_s": round(c, 3),
-                     "ratio": round(c / b, 2)})
+    index = "0" if args.no_index else "1"
+    runs = _common.run_against_baseline(
+        Path(__file__).resolve(), lambda rep: [str(args.n if rep >= 0 else 2 * BATCH), index],
+        args.baseline, args.repeats)
+    rows = _common.ab_table(runs, KEYS)
     mb = args.n * DIM * 4 / 2**20
-    _common.print_table(rows, ["phase", "baseline_s", "current_s", "ratio"],
+    _common.print_table(rows, ["measure", "baseline", "current", "ratio"],
                         title=f"reliability overhead: {args.n:,} x {DIM}-d rows ({mb:.0f} MB), "
-                              f"medians of {args.repeats}, baseline {args.baseline}")
-    path = _common.write_results("reliability", {"n": args.n, "dim": DIM,
-                                                 "index": not args.no_index,
-                                                 "baseline": args.baseline, "runs": runs,
-                                                 "table": rows,
-                                                 "machine": _common.machine_info(),
-                                                 "threads": _common.thread_env()})
+                              f"index={not args.no_index}, medians of {args.repeats}, "
+                              f"baseline {args.baseline}")
+    path = _common.write_results("reliability", {
+        "n": args.n, "dim": DIM, "index": not args.no_index, "baseline": args.baseline,
+        "runs": runs, "table": rows, "machine": _common.machine_info(),
+        "threads": _common.thread_env()})
     print(f"wrote {path}")
 
 

@@ -32,8 +32,11 @@ def run(b) -> tuple[list[Result], bool, str, Any]:
     The whole request runs on one snapshot with the table's indexes at that snapshot
     (`IndexSet.snapshot`: in a read-only process the indexes catch up to it first), and only
     rows live in that snapshot are returned, so the caller can take them from it."""
-    with b._table._indexes.snapshot() as state:
+    indexes = b._table._indexes
+    with indexes.snapshot() as state:
         results, single, value_col, state = _run(b, state)
+    if indexes.holds_exactly(state):
+        return results, single, value_col, state
     return [_live_only(state, ids, v) for ids, v in results], single, value_col, state
 
 

@@ -313,6 +313,7 @@ class IndexSet:
         self._applied: TableState | None = None
         self._defs: dict[str, dict] = {}
         self._pins = 0
+        self._fed_lsn = -1                   # writer: lsn of the last commit fed to indexes
         self._cv = threading.Condition(threading.Lock())
         self._local = threading.local()
         if self.read_only:
@@ -360,6 +361,12 @@ class IndexSet:
                 self._pins -= 1
                 if self._pins == 0:
                     self._cv.notify_all()
+
+    def holds_exactly(self, state: TableState) -> bool:
+        """Whether the indexes held exactly `state`'s rows throughout a search on it that has
+        ended: always in a reader (pinned); in the writer, when no commit began feeding them
+        since `state` (the writer sets `_fed_lsn` before it feeds a commit)."""
+        return self.read_only or self._fed_lsn <= state.lsn
 
     def current_state(self) -> TableState:
         """The latest state with the indexes caught up to it (not pinned: for callers that
@@ -572,6 +579,7 @@ class IndexSet:
             self._save(handle, now)
             self._store.set_index_definitions(defs)
             with self._lock:
+                self._fed_lsn = max(self._fed_lsn, now.lsn)   # it holds rows up to `now`
                 self._handles[column] = handle
 
     def drop(self, column: str) -> None:
@@ -591,6 +599,7 @@ class IndexSet:
 
     # -- maintenance -----------------------------------------------------------------------
     def _on_commit(self, state: TableState, commit) -> None:
+        self._fed_lsn = state.lsn            # first: a search that sees it knows to re-check
         for h in list(self._handles.values()):
             with h.lock:
                 if len(commit.deletes):

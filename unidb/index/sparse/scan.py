@@ -1,4 +1,4 @@
-"""Scans over an inverted index (the iterator protocol of unidb/query/iterator.py).
+"""Scans over an inverted index (the iterator protocol of unidb/index/iterator.py).
 
 Both scans yield rows in EXACT decreasing-score order (ties: smaller row id first), so the
 relaxed-monotonicity detector sees a strictly monotone stream (E = w = 1, the B-tree case of

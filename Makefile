@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m unidb.demo
 
+# lint-imports first: the layer contract in pyproject.toml ([tool.importlinter]).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --timeout=900
+	$(BIN)/lint-imports --no-logo && $(BIN)/python -m pytest -q -x --timeout=900
 
 # Benchmark-only peers (faiss, hnswlib, bm25s) live in the `bench` extra.
 $(VENV)/.bench: $(STAMP)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from unidb import datasets
+from unidb.index.iterator import ScanIterator, iterate
 from unidb.index.partition import PartitionIndex, PartitionOptions
 from unidb.index.partition.kmeans import balanced_two_means
 from unidb.kernels import partition as K
-from unidb.query.iterator import ScanIterator, iterate
 
 SMALL = PartitionOptions(target_posting=40, max_posting=80, merge_threshold=5, reassign_k=16)
 

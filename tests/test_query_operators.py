@@ -8,8 +8,8 @@ from hypothesis import assume, given, settings, strategies as st
 from unidb.errors import ValidationError
 from unidb.evaluate import recall_at_k
 from unidb.index.flat.scan import FlatScan, exact_distances
+from unidb.index.iterator import ScanBatch
 from unidb.query.array_source import ArraySource
-from unidb.query.iterator import ScanBatch
 from unidb.query.planner import execute_range, execute_topk
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from unidb.index.flat.scan import FlatScan, exact_distances
+from unidb.index.iterator import ScanIterator, iterate
 from unidb.index.scalar.sorted_index import SortedIndex
-from unidb.query.iterator import ScanIterator, iterate
 
 
 def drain(scan):

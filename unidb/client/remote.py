@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from unidb.api.search import SearchBuilder
 from unidb.api.table import Table
-from unidb.client import wire
 from unidb.errors import UnidbError, ValidationError
+from unidb.protocol import wire
+from unidb.protocol.errors import error_from_body
 from unidb.schema import Schema
-from unidb.server.errors import error_from_body
 
 # Seconds a request may take on the wire (the server has its own query timeout).
 DEFAULT_TIMEOUT_S = 120.0

@@ -18,20 +18,19 @@ hold (`a b` is an alias there) and keeps no positions on operators, which our er
 """
 from __future__ import annotations
 
-import re
-
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from unidb.errors import QueryError
-from unidb.query.filter import (MAX_DEPTH, Column, Compare, Expr, InList, Literal, LiteralValue,
-                                Match, Not, Operand, and_, as_predicate, or_)
+from unidb.query.filter_tree import (MAX_DEPTH, PLAIN_NAME, Column, Compare, Expr, InList, Literal,
+                                     LiteralValue, Match, Not, Operand, and_, as_predicate, or_,
+                                     quote_name)
 
 # Same dialect as the SQL front end, so a WHERE clause and a filter string read alike.
 DIALECT = "duckdb"
 _DIALECT = Dialect.get_or_raise(DIALECT)
-# Parentheses / NOT nest at most as deep as a tree may (MAX_DEPTH, unidb.query.filter); the
+# Parentheses / NOT nest at most as deep as a tree may (MAX_DEPTH, unidb.query.filter_tree); the
 # parser checks it as it goes, since it recurses (about four Python frames per level).
 # Longer filter text than this is refused before tokenizing: 1 MiB is far past any hand-written
 # filter, and long IN lists belong in a join or an `ids=` argument.
@@ -46,16 +45,7 @@ _COMPARE_TOKENS = {TokenType.EQ: "=", TokenType.NEQ: "!=", TokenType.LT: "<",
 # `date` or `order`) is a column name.
 _GRAMMAR_WORDS = {TokenType.AND, TokenType.OR, TokenType.NOT, TokenType.IN, TokenType.BETWEEN,
                   TokenType.IS, TokenType.NULL, TokenType.LIKE, TokenType.TRUE, TokenType.FALSE}
-_RESERVED_NAMES = {"AND", "OR", "NOT", "IN", "BETWEEN", "IS", "NULL", "LIKE", "TRUE", "FALSE",
-                   "MATCH"}
-_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def quote_name(name: str) -> str:
-    """A column name as filter text: bare when it reads back as itself, else double-quoted."""
-    if _PLAIN_NAME.fullmatch(name) and name.upper() not in _RESERVED_NAMES:
-        return name
-    return '"' + name.replace('"', '""') + '"'
+# (Trees print a column named like one of these words double-quoted: filter_tree.quote_name.)
 
 
 def parse(text: str) -> Expr:
@@ -162,7 +152,7 @@ class _Parser:
             return True
         # Judge the source text, not tok.text: a string token's text has lost its quotes.
         raw = self.text[tok.start:tok.end + 1]
-        return tok.token_type not in _GRAMMAR_WORDS and bool(_PLAIN_NAME.fullmatch(raw))
+        return tok.token_type not in _GRAMMAR_WORDS and bool(PLAIN_NAME.fullmatch(raw))
 
     # -- grammar ------------------------------------------------------------------------------
     def parse(self) -> Expr:

@@ -17,7 +17,7 @@ from unidb.errors import ValidationError
 from unidb.index.flat.scan import exact_distances
 from unidb.query.explain import Explain
 from unidb.query.operators import TopK
-from unidb.query.planner import _Plan, _range_planned, _topk_planned
+from unidb.query.plan import Plan, range_planned, topk_planned
 
 # Distance cells (left rows x right rows) computed per GEMM block: 4M float64 = 32 MB.
 JOIN_BLOCK_CELLS = 4_000_000
@@ -54,7 +54,7 @@ def join_batches(left, right, on: tuple[str, str], max_distance: float | None, k
     explain = Explain(operator="join")
     if isinstance(params.get("explain"), list):
         params["explain"].append(explain)
-    plan = _Plan(right, rcol, expr_right, params, explain, k)
+    plan = Plan(right, rcol, expr_right, params, explain, k)
     explain.details["left_rows"] = len(left_ids)
     if plan.kind == "index":
         yield from _index_join(left, lcol, left_ids, plan, max_distance, k)
@@ -63,7 +63,7 @@ def join_batches(left, right, on: tuple[str, str], max_distance: float | None, k
                                rmetric, max_distance, k, explain)
 
 
-def _index_join(left, lcol, left_ids, plan: _Plan, max_distance, k):
+def _index_join(left, lcol, left_ids, plan: Plan, max_distance, k):
     chunk = int(plan.params.get("join_chunk", 256))
     for a in range(0, len(left_ids), chunk):
         ids = left_ids[a:a + chunk]
@@ -71,9 +71,9 @@ def _index_join(left, lcol, left_ids, plan: _Plan, max_distance, k):
         out_l, out_r, out_d = [], [], []
         for lid, v in zip(ids.tolist(), vecs):
             if k is not None:
-                r, d = _topk_planned(plan, v.astype(np.float64), k)
+                r, d = topk_planned(plan, v.astype(np.float64), k)
             else:
-                r, d = _range_planned(plan, v.astype(np.float64), None, max_distance)
+                r, d = range_planned(plan, v.astype(np.float64), None, max_distance)
             out_l.append(np.full(len(r), lid, dtype=np.int64))
             out_r.append(r)
             out_d.append(d)

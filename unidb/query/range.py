@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from unidb.query.explain import Explain
-from unidb.query.iterator import ScanIterator
+from unidb.index.iterator import ScanIterator
 from unidb.query.monotone import MonotoneDetector
 from unidb.query.operators import anti_correlated, first_sightings, tail_is_cheap
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 
 from unidb.errors import AuthError, LimitError, UnidbError
-from unidb.server import errors as http_errors
+from unidb.protocol import errors as http_errors
 from unidb.server.auth import ANONYMOUS_ADMIN, KeyStore, authorize, key_from_headers
 from unidb.server.limits import Limits
 from unidb.server.metrics import Metrics

@@ -64,7 +64,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-# What each error status means (unidb/server/errors.py maps the classes); the OpenAPI document
+# What each error status means (unidb/protocol/errors.py maps the classes); the OpenAPI document
 # lists, per route, the ones that route can answer.
 ERROR_STATUSES: dict[int, str] = {
     400: "UnidbError: a request the server cannot serve as sent (e.g. backups are disabled, "

@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException
 
 from unidb.api.search import SearchBuilder
 from unidb.api.table import Table
-from unidb.client import wire
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
+from unidb.protocol import wire
 from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody,
                                  GetBody, IndexBody, RestoreBody, RowsBody, ScanBody, SearchBody,
                                  SqlBody, UpdateBody, check_step_options, error_responses)

@@ -41,13 +41,14 @@ def _check_count(tree, text: str, params: list, needed: int) -> None:
 def run_sql(db, query: str, params: Any = None) -> pa.Table:
     """Run one SQL statement against `db`; returns its result (or a count) as Arrow."""
     from unidb.sql import ddl
+    from unidb.sql.context import Context
     from unidb.sql.parser import parse
-    from unidb.sql.planner import Context, run_select
+    from unidb.sql.planner import run_query, run_select
     if isinstance(query, str) and ddl.is_create_table(query):
-        ctx = Context(db, query, _params(params, 0))
+        ctx = Context(db, query, _params(params, 0), run_query=run_query)
         return ddl.create_table(ctx, query)
     tree, explain, nparams = parse(query)
-    ctx = Context(db, query, _params(params, nparams), explain=explain)
+    ctx = Context(db, query, _params(params, nparams), explain=explain, run_query=run_query)
     _check_count(tree, query, ctx.params, nparams)
     try:
         if isinstance(tree, exp.Query):

@@ -254,7 +254,7 @@ def analyze(ctx: Context, select: exp.Expression) -> Block:
     if block.kind == "topk" and (block.hi is not None or block.lo is not None):
         block.kind = "range"          # ORDER BY d LIMIT k with d < r: a range cut at k
     if scalar:
-        from unidb.query.filter import and_
+        from unidb.query.filter_tree import and_
         try:
             block.filter = and_(*scalar)
             block.filter.validate(schema)

@@ -1,11 +1,15 @@
 """`Context`: one SQL statement's state — database, text, parameters, DuckDB session, EXPLAIN
-steps — and how constants (literals, `$n` / `?` parameters, vector values) are read."""
+steps — and how constants (literals, `$n` / `?` parameters, vector values) are read.
+
+A vector may be a scalar subquery, which only the planner can run; the planner sits above this
+module (it imports it), so it hands its `run_query` to the Context instead of being imported."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 from sqlglot import exp
 
 from unidb.errors import NotFoundError, QueryError, SchemaError
@@ -17,7 +21,8 @@ from unidb.sql.relational import Session
 class Context:
     """One statement's state: the database, SQL text, parameters, DuckDB session, explain."""
 
-    def __init__(self, db, text: str, params: list, explain: bool = False):
+    def __init__(self, db, text: str, params: list, explain: bool = False, *,
+                 run_query: Callable[[Context, exp.Expression], pa.Table]):
         self.db = db
         self.text = text
         self.params = params
@@ -27,6 +32,7 @@ class Context:
         self.shared = False          # True while reading a cached parse tree (never edited)
         self._session: Session | None = None
         self._ids = itertools.count()
+        self._run_query = run_query       # unidb.sql.planner.run_query: runs a subquery
 
     @property
     def session(self) -> Session:
@@ -106,11 +112,10 @@ class Context:
 
     def _scalar_subquery(self, node: exp.Expression) -> np.ndarray:
         inner = node.this if isinstance(node, exp.Subquery) else node
-        from unidb.sql.planner import run_query           # the planner runs the subquery
         shared, self.shared = self.shared, False        # the copy below is edited in place
         explain, self.explain = self.explain, False     # EXPLAIN needs the vector's value
         try:
-            result = run_query(self, inner.copy())
+            result = self._run_query(self, inner.copy())
         finally:
             self.shared, self.explain = shared, explain
         if result.num_columns != 1 or result.num_rows != 1:

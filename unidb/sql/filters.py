@@ -1,4 +1,4 @@
-"""SQL WHERE conditions -> unidb filter trees (unidb/query/filter.py), so scalar predicates run
+"""SQL WHERE conditions -> unidb filter trees (unidb/query/filter_tree.py), so scalar predicates run
 inside the vector search (filtered top-k, range) instead of after it.
 
 Only what the filter language can say converts: comparisons of a column with a constant,
@@ -13,7 +13,8 @@ from typing import Callable
 from sqlglot import exp
 
 from unidb.errors import QueryError
-from unidb.query import filter as F
+from unidb.query import filter_tree as F
+from unidb.query.compare import FLIPPED
 
 
 class NotConvertible(Exception):
@@ -83,7 +84,7 @@ class Converter:
             if left is not None and right is None:
                 return F.Compare(op, left, F.Literal(self._value(node.expression)))
             if right is not None and left is None:
-                return F.Compare(F.FLIPPED[op], right, F.Literal(self._value(node.this)))
+                return F.Compare(FLIPPED[op], right, F.Literal(self._value(node.this)))
             raise NotConvertible(f"{node.sql()} does not compare a column with a constant")
         if isinstance(node, exp.In):
             c = self._column(node.this)

@@ -154,7 +154,7 @@ def _side_filter(ctx: Context, select: exp.Select, alias: str, table) -> Any:
                 pass          # DuckDB still applies it after the join: pushdown is optional
     if not terms:
         return None
-    from unidb.query.filter import and_
+    from unidb.query.filter_tree import and_
     return and_(*terms)
 
 

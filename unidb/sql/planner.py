@@ -163,7 +163,7 @@ def _rewrite_text_scan(ctx: Context, select: exp.Select) -> None:
             keep.append(term)
     if not any(isinstance(n, exp.Anonymous) and text_fn(n) == "match" for t in keep
                for n in t.walk()) and native:
-        from unidb.query.filter import and_
+        from unidb.query.filter_tree import and_
         expr = and_(*native)
         try:
             data = table.to_arrow(where=expr)

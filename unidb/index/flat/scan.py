@@ -1,4 +1,4 @@
-"""Exact flat scan over a row bitmap, honouring the scan protocol (unidb.query.iterator).
+"""Exact flat scan over a row bitmap, honouring the scan protocol (unidb.index.iterator).
 
 All distances of the (masked) rows are computed up front with one BLAS matrix-vector product;
 batches are then produced in increasing distance by sorting geometrically growing
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unidb.query.iterator import ScanBatch
+from unidb.index.iterator import ScanBatch
 
 DEFAULT_BATCH = 256          # rows per yielded batch: amortises Python overhead per batch
 _FIRST_WINDOW = 4            # first sorted window = 4 batches; each next window doubles

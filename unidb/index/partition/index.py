@@ -499,7 +499,7 @@ class PartitionIndex:
     # ------------------------------------------------------------------ scan
     def scan(self, query: np.ndarray, *, batch_partitions: int = 1, eps2: float | None = None,
              max_partitions: int | None = None):
-        """Iterator over live rows in increasing centroid distance (unidb.query.iterator)."""
+        """Iterator over live rows in increasing centroid distance (unidb.index.iterator)."""
         from unidb.index.partition.scan import PartitionScan
         q = self._check_queries(np.asarray(query).reshape(1, -1))[0]
         return PartitionScan(self, q, batch_partitions, eps2, max_partitions)

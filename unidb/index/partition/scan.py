@@ -1,4 +1,4 @@
-"""The partition index's scan (unidb.query.iterator protocol, VBase relaxed monotonicity).
+"""The partition index's scan (unidb.index.iterator protocol, VBase relaxed monotonicity).
 
 Yields the live rows of `batch_partitions` postings at a time, postings in increasing centroid
 distance, each batch sorted by distance, every row at most once (replicas deduplicated,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from unidb.kernels import partition as K
-from unidb.query.iterator import ScanBatch
+from unidb.index.iterator import ScanBatch
 
 DEFAULT_E = 10
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from unidb.query.iterator import ScanBatch
+from unidb.index.iterator import ScanBatch
 from unidb.storage import files
 
 SCAN_BATCH = 4096            # row ids per yielded batch of a range scan

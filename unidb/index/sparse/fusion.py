@@ -37,7 +37,7 @@ import numpy as np
 from unidb.errors import ValidationError
 from unidb.index.sparse.scan import ArrayScan, IndexScan, rank_rows
 from unidb.kernels.sparse import top_ranked, count_ahead, rrf_exact_full, score_moments
-from unidb.query.iterator import ScanIterator
+from unidb.index.iterator import ScanIterator
 
 RRF_K = 60          # Cormack et al.'s constant; small k (e.g. 2) over-rewards the top ranks
 # First batch of a source's scan (later batches double). With k = 60 and limit 10 the RRF

@@ -1,4 +1,4 @@
-"""Scans over an inverted index (the iterator protocol of unidb/query/iterator.py).
+"""Scans over an inverted index (the iterator protocol of unidb/index/iterator.py).
 
 Both scans yield rows in EXACT decreasing-score order (ties: smaller row id first), so the
 relaxed-monotonicity detector sees a strictly monotone stream (E = w = 1, the B-tree case of
@@ -6,14 +6,11 @@ ALGORITHMS.md §1) and fusion can read ranks straight off the stream.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from unidb.query.iterator import ScanBatch
-
-if TYPE_CHECKING:
-    from unidb.index.sparse.inverted import InvertedIndex
+from unidb.index.iterator import ScanBatch
 
 Allow = Callable[[np.ndarray], np.ndarray]
 
@@ -30,6 +27,22 @@ def rank_rows(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
     return rows[order], scores[order]
 
 
+class RankedPostings(Protocol):
+    """What IndexScan reads from an inverted index (InvertedIndex implements it). Declared
+    here, beside the scan, so this module needs nothing from inverted.py, which imports it."""
+
+    def _cost(self, terms: np.ndarray) -> int: ...
+
+    def _topk(self, terms: np.ndarray, qw: np.ndarray, k: int, allow: Allow | None
+              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def _score_all(self, terms: np.ndarray, qw: np.ndarray, allow: Allow | None
+                   ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def _exhaustive_list(self, terms: np.ndarray, qw: np.ndarray, allow: Allow | None
+                         ) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+
 class IndexScan:
     """ScanIterator over an inverted index: exact decreasing-score order.
 
@@ -42,7 +55,7 @@ class IndexScan:
     default_E = 1
     default_w = 1
 
-    def __init__(self, index: "InvertedIndex", terms: np.ndarray, qw: np.ndarray,
+    def __init__(self, index: RankedPostings, terms: np.ndarray, qw: np.ndarray,
                  allow: Allow | None = None, first: int | None = None) -> None:
         self._index = index
         self._terms = terms

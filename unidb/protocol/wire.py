@@ -160,7 +160,7 @@ def _numeric_matrix(values: Any) -> np.ndarray | None:
 # -- generic values ----------------------------------------------------------------------------
 def to_jsonable(v: Any, vectors_b64: bool = True) -> Any:
     """Make a request argument JSON-ready: numpy -> lists/b64, filter trees -> {"expr"}."""
-    from unidb.query.filter import Expr
+    from unidb.query.filter_tree import Expr
     if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, float):
@@ -214,8 +214,7 @@ def from_jsonable(v: Any, _depth: int = 0) -> Any:
 
 def decode_expr(tree: Any):
     """The filter Expr a `{"expr": ...}` tree describes, its depth bounded like filter text."""
-    from unidb.query.filter import Expr
-    from unidb.query.filter_parse import MAX_DEPTH
+    from unidb.query.filter_tree import MAX_DEPTH, Expr
     # An and/or level is two JSON levels (object, args list); text allows MAX_DEPTH levels.
     limit = 2 * MAX_DEPTH + 2
     if depth(tree, limit) > limit:

@@ -18,6 +18,9 @@ from unidb.server.auth import KeyStore
 from conftest import REPO, items_rows, items_schema
 
 DIM = 4
+# A process that holds a database open for writing until its stdin closes.
+HOLDER = "import sys, unidb\ndb = unidb.connect(sys.argv[1])\nprint('READY', flush=True)\n" \
+         "sys.stdin.read()\n"
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
@@ -134,13 +137,18 @@ def test_info_backup_restore(tmp_path, capsys):
     r.close()
     rc, _, err = _run(capsys, "restore", tmp_path / "bk", tmp_path / "restored")
     assert rc == 1 and "empty" in err
-    held = unidb.connect(path)                               # like a running server
+    # Another process holds the writer lock, like a running server (a second connect in this
+    # process would share the database instead).
+    held = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert held.stdout.readline().strip() == "READY"
         rc, _, err = _run(capsys, "backup", path, tmp_path / "bk2")
         assert rc == 1 and "through the server" in err
         assert _run(capsys, "info", path)[0] == 0            # read-only beside the writer
     finally:
-        held.close()
+        held.stdin.close()
+        held.wait(timeout=60)
 
 
 def test_serve_refuses_no_auth_on_public_host(tmp_path):

@@ -1,7 +1,8 @@
 """unidb: one embedded database for scalar columns, full text, sparse and dense vectors."""
 from unidb.api.database import Database, connect
-from unidb.errors import (AuthError, CorruptionError, LimitError, LockedError, NotFoundError,
-                          QueryError, ReadOnlyError, SchemaError, UnidbError, ValidationError)
+from unidb.errors import (AuthError, ClosedError, CorruptionError, LimitError, LockedError,
+                          NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError,
+                          ValidationError)
 from unidb.schema import Bool, Float64, Int64, Schema, SparseVector, String, Text, Vector
 
 __version__ = "0.1.0"
@@ -29,4 +30,4 @@ def match(column: str, query: str):
 __all__ = ["connect", "Database", "Int64", "Float64", "Bool", "String", "Text", "Vector",
            "SparseVector", "Schema", "col", "match", "similarity_join", "UnidbError", "SchemaError",
            "ValidationError", "NotFoundError", "QueryError", "LockedError", "ReadOnlyError",
-           "CorruptionError", "AuthError", "LimitError"]
+           "ClosedError", "CorruptionError", "AuthError", "LimitError"]

@@ -45,6 +45,11 @@ class ReadOnlyError(UnidbError):
     """A write was attempted through a read-only handle."""
 
 
+class ClosedError(UnidbError):
+    """A database handle, or a table obtained from it, was used after `close()` (or after
+    its table was dropped). Open the database again with `unidb.connect()`."""
+
+
 class CorruptionError(UnidbError):
     """A stored file failed its checksum or format check before its tail (names file and offset)."""
 
@@ -66,5 +71,6 @@ class LimitError(UnidbError):
 
 __all__ = [
     "UnidbError", "SchemaError", "ValidationError", "NotFoundError", "QueryError",
-    "LockedError", "ReadOnlyError", "CorruptionError", "StorageError", "AuthError", "LimitError",
+    "LockedError", "ReadOnlyError", "ClosedError", "CorruptionError", "StorageError", "AuthError",
+    "LimitError",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from unidb.errors import NotFoundError, QueryError, ValidationError
+from unidb.errors import ClosedError, NotFoundError, QueryError, ValidationError
 from unidb.schema import Schema, Vector
 from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.table_store import TableStore
@@ -24,27 +24,111 @@ def _name_arg(column: Any) -> str:
     return column
 
 
-class Table:
-    """One table of an embedded database. Thread-safe; obtain it from `Database`."""
+class TableCore:
+    """One open table, shared by every handle on its database in this process: the store, its
+    indexes and the primary key map. Background threads (compaction, index rebalancing) reach
+    this object and never a handle, so dropping the last handle can close the database."""
 
-    def __init__(self, db, name: str, store: TableStore):
-        self._db = db
+    def __init__(self, name: str, store: TableStore):
         self.name = name
+        # `_store` and `schema` are what IndexSet reads from the object it indexes.
         self._store = store
         self.schema = Schema.from_json(store.schema_json)
-        self._pk = self.schema.primary_key
+        self.closed = False
         self._keys: dict[Any, int] | None = None     # primary key -> row id (live rows)
         self._keys_lsn = -1
         self._keys_lock = threading.Lock()
         from unidb.api.indexes import IndexSet
         self._indexes = IndexSet(self)
 
+    def key_map(self) -> dict[Any, int]:
+        """The key -> row id map for the latest state (rebuilt after another process wrote)."""
+        state = self._store.state
+        pk = self.schema.primary_key
+        with self._keys_lock:
+            if self._keys is None or (self._store.read_only and self._keys_lsn != state.lsn):
+                keys: dict[Any, int] = {}
+                for part in state.parts:
+                    live = state.live_mask(part)
+                    ks = part.table.column(pk)
+                    ids = part.row_ids
+                    if not live.all():
+                        ks = ks.filter(pa.array(live))
+                        ids = ids[live]
+                    keys.update(zip(ks.to_pylist(), ids.tolist()))
+                self._keys = keys
+                self._keys_lsn = state.lsn
+            return self._keys
+
+    def remember(self, keys: list, first_rowid: int) -> None:
+        """Record the row ids a commit gave `keys` (called under the write lock)."""
+        kmap = self.key_map()
+        kmap.update(zip(keys, range(first_rowid, first_rowid + len(keys))))
+        self._keys_lsn = self._store.state.lsn
+
+    def close(self, checkpoint: bool) -> None:
+        """Checkpoint (or not: a drop, a simulated crash) and release files and threads."""
+        self.closed = True
+        # Each step runs even if the one before failed (a full disk at close): the rows are
+        # safe in the WAL, and files and threads must still be released.
+        try:
+            if checkpoint and not self._store.read_only:
+                self._store.flush()                  # rows first, then index snapshots
+        finally:
+            try:
+                self._indexes.close(checkpoint)
+            finally:
+                if checkpoint:
+                    self._store.close()
+                else:
+                    self._store.abandon()
+
+
+class Table:
+    """One table of an embedded database. Thread-safe; obtain it from `Database`.
+
+    A Table belongs to the `Database` handle it came from: once that handle is closed (or the
+    table dropped) every method raises `ClosedError`. Handles on one database share one
+    `TableCore`, so a write through one is seen at once through the others."""
+
+    def __init__(self, db, core: TableCore):
+        self._db = db                                # keeps its handle (and the lock) alive
+        self._core = core
+        self.name = core.name
+        self.schema = core.schema
+        self._pk = self.schema.primary_key
+
+    def _open_core(self) -> TableCore:
+        """The shared table, or ClosedError: the one check every method passes through (the
+        `_store` and `_indexes` properties below call it)."""
+        if self._db._closed:
+            raise ClosedError(f"table {self.name!r}: its database handle on "
+                              f"{str(self._db.path)!r} was closed; open it again with "
+                              f"unidb.connect() and open_table({self.name!r})")
+        core = self._core
+        if core.closed:
+            raise ClosedError(f"table {self.name!r} was dropped or closed; open_table("
+                              f"{self.name!r}) again (after re-creating it if it was dropped)")
+        return core
+
+    @property
+    def _store(self) -> TableStore:
+        return self._open_core()._store
+
+    @property
+    def _indexes(self):
+        return self._open_core()._indexes
+
     # -- introspection ---------------------------------------------------------------------
     def __len__(self) -> int:
         return self._store.state.live_rows
 
     def __repr__(self) -> str:
-        return f"unidb.Table({self.name!r}, rows={len(self)}, schema={self.schema!r})"
+        try:
+            rows = len(self)
+        except ClosedError:
+            return f"unidb.Table({self.name!r}, closed)"
+        return f"unidb.Table({self.name!r}, rows={rows}, schema={self.schema!r})"
 
     @property
     def primary_key(self) -> str:
@@ -55,24 +139,6 @@ class Table:
         return self._indexes.current_state()
 
     # -- primary key map -------------------------------------------------------------------
-    def _key_map(self) -> dict[Any, int]:
-        """The key -> row id map for the latest state (rebuilt after another process wrote)."""
-        state = self._store.state
-        with self._keys_lock:
-            if self._keys is None or (self._store.read_only and self._keys_lsn != state.lsn):
-                keys: dict[Any, int] = {}
-                for part in state.parts:
-                    live = state.live_mask(part)
-                    ks = part.table.column(self._pk)
-                    ids = part.row_ids
-                    if not live.all():
-                        ks = ks.filter(pa.array(live))
-                        ids = ids[live]
-                    keys.update(zip(ks.to_pylist(), ids.tolist()))
-                self._keys = keys
-                self._keys_lsn = state.lsn
-            return self._keys
-
     def _normalise_keys(self, ids: Any) -> list:
         """`ids` checked as primary key values exactly as `add` checks them (one rule)."""
         if ids is None:
@@ -88,43 +154,46 @@ class Table:
     # -- writes ----------------------------------------------------------------------------
     def add(self, rows: Any) -> int:
         """Insert rows; a key that already exists rejects the whole batch. Returns rows added."""
+        core = self._open_core()       # once: a write that committed must not raise after
         batch = self.schema.to_batch(rows)
         if not batch.num_rows:
             return 0
         keys = batch.column(self._pk).to_pylist()
-        with self._store._lock:
-            kmap = self._key_map()
+        with core._store._lock:
+            kmap = core.key_map()
             dup = next((k for k in keys if k in kmap), None)
             if dup is not None:
                 raise ValidationError(f"primary key {dup!r} already exists in table "
                                       f"{self.name!r}; use upsert() to replace rows")
-            state = self._store.commit(None, batch)
-            self._remember(keys, state.next_rowid - len(keys))
+            state = core._store.commit(None, batch)
+            core.remember(keys, state.next_rowid - len(keys))
         return len(keys)
 
     def upsert(self, rows: Any) -> dict:
         """Insert rows, replacing existing rows with the same key. Returns counts."""
+        core = self._open_core()
         batch = self.schema.to_batch(rows)
         if not batch.num_rows:
             return {"inserted": 0, "updated": 0}
         keys = batch.column(self._pk).to_pylist()
-        with self._store._lock:
-            kmap = self._key_map()
+        with core._store._lock:
+            kmap = core.key_map()
             old = [kmap[k] for k in keys if k in kmap]
-            state = self._store.commit(np.array(old, dtype=np.int64), batch)
-            self._remember(keys, state.next_rowid - len(keys))
+            state = core._store.commit(np.array(old, dtype=np.int64), batch)
+            core.remember(keys, state.next_rowid - len(keys))
         return {"inserted": len(keys) - len(old), "updated": len(old)}
 
     def delete(self, ids: Any = None, where: Any = None) -> int:
         """Delete rows by primary key and/or filter. Returns the number of rows deleted."""
+        core = self._open_core()
         if ids is None and where is None:
             raise ValidationError("delete() needs ids= or where= (use where='TRUE' to delete "
                                   "every row)")
         keys = self._normalise_keys(ids) if ids is not None else None
         expr = self._filter(where) if where is not None else None
-        with self._store._lock:
-            state = self._store.state
-            kmap = self._key_map()
+        with core._store._lock:
+            state = core._store.state
+            kmap = core.key_map()
             rowids = set()
             if keys is not None:
                 rowids.update(kmap[k] for k in keys if k in kmap)
@@ -134,13 +203,14 @@ class Table:
                 return 0
             arr = np.fromiter(rowids, dtype=np.int64, count=len(rowids))
             gone = state.take(np.sort(arr), [self._pk]).column(0).to_pylist()
-            self._store.commit(arr, None)
+            core._store.commit(arr, None)
             for k in gone:
                 kmap.pop(k, None)
         return len(arr)
 
     def update(self, where: Any = None, values: dict | None = None) -> int:
         """Set columns to `values` on every row matching `where` (all rows when None)."""
+        core = self._open_core()
         if not values or not isinstance(values, dict):
             raise ValidationError("update() needs values={column: new value, ...}")
         if self._pk in values:
@@ -149,8 +219,8 @@ class Table:
         expr = self._filter(where) if where is not None else None
         # Validate the new values once (as a one-row partial batch) before touching anything.
         probe = self.schema.to_batch({c: [v] for c, v in values.items()}, partial=True)
-        with self._store._lock:
-            state = self._store.state
+        with core._store._lock:
+            state = core._store.state
             rowids = self._matching_rowids(state, expr) if expr is not None else \
                 self._all_rowids(state)
             if not len(rowids):
@@ -162,23 +232,19 @@ class Table:
                 i = old.schema.get_field_index(name)
                 old = old.set_column(i, old.schema.field(i), repeated)
             batch = old.combine_chunks().to_batches()[0] if old.num_rows else None
-            state = self._store.commit(rowids, batch)
+            state = core._store.commit(rowids, batch)
             keys = old.column(self._pk).to_pylist()
-            self._remember(keys, state.next_rowid - len(keys))
+            core.remember(keys, state.next_rowid - len(keys))
         return len(rowids)
-
-    def _remember(self, keys: list, first_rowid: int) -> None:
-        kmap = self._key_map()
-        kmap.update(zip(keys, range(first_rowid, first_rowid + len(keys))))
-        self._keys_lsn = self._store.state.lsn
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, ids: Any, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows by primary key, in the order asked; keys not present are skipped."""
         keys = self._normalise_keys(ids)
         cols = self._columns(columns)
-        state = self._store.state
-        kmap = self._key_map()
+        core = self._open_core()
+        state = core._store.state
+        kmap = core.key_map()
         rowids = np.array([kmap[k] for k in keys if k in kmap], dtype=np.int64)
         if not len(rowids):
             return self._empty(cols)
@@ -217,6 +283,7 @@ class Table:
         Columns are inferred when the table has one of the kind; else pass column= (vector),
         text_column= or sparse_column=."""
         from unidb.api.search import SearchBuilder, check_search_arguments
+        self._open_core()                 # a closed table says so now, not when the search runs
         check_search_arguments(args, unknown)
         return SearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
                              vectors=vectors, weights=weights, text_column=text_column,
@@ -253,19 +320,8 @@ class Table:
                 "disk_bytes": self._store.disk_bytes()}
 
     def _close(self, checkpoint: bool) -> None:
-        # Each step runs even if the one before failed (a full disk at close): the rows are
-        # safe in the WAL, and files and threads must still be released.
-        try:
-            if checkpoint and not self._store.read_only:
-                self._store.flush()                  # rows first, then index snapshots
-        finally:
-            try:
-                self._indexes.close(checkpoint)
-            finally:
-                if checkpoint:
-                    self._store.close()
-                else:
-                    self._store.abandon()
+        # Tests simulate a crash with _close(checkpoint=False); databases close TableCores.
+        self._core.close(checkpoint)
 
     # -- helpers ---------------------------------------------------------------------------
     def _filter(self, where: Any):

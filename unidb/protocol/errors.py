@@ -17,6 +17,7 @@ STATUS: list[tuple[type, int]] = [
     (E.LockedError, 409),
     (E.SchemaError, 409),          # table exists / schema conflict
     (E.ReadOnlyError, 409),
+    (E.ClosedError, 409),          # the server's handle was closed (shutting down)
     (E.LimitError, 413),           # 504 for the query timeout
     (E.ValidationError, 422),
     (E.QueryError, 422),

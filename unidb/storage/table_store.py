@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap, FrozenBitMap
 
-from unidb.errors import (CorruptionError, LimitError, ReadOnlyError, StorageError,
-                          UnidbError)
+from unidb.errors import (ClosedError, CorruptionError, LimitError, ReadOnlyError,
+                          StorageError, UnidbError)
 from unidb.storage import files
 from unidb.storage.manifest import (Manifest, manifest_in_place, manifest_path, read_manifest,
                                     write_manifest)
@@ -373,7 +373,7 @@ class TableStore:
 
     def _check_writable(self) -> None:
         if self._closed:
-            raise UnidbError(f"table at {self.folder} is closed")
+            raise ClosedError(f"table at {self.folder} is closed")
         if self.read_only:
             raise ReadOnlyError(f"table {self.folder.name} was opened read-only")
 

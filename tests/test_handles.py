@@ -278,3 +278,24 @@ def test_every_method_of_a_closed_handle_raises_closed_error(db_path, case, othe
         assert len(ot) == 20 and ot.index_stats("emb")["kind"] == "partition"
         other.close()
     assert "closed" in repr(db) and "closed" in repr(t)
+
+
+def test_remote_client_after_close_raises_closed_error(tmp_path):
+    """The remote client keeps the embedded contract: a closed handle raises ClosedError."""
+    from fastapi.testclient import TestClient
+
+    from unidb.client import RemoteDatabase
+    from unidb.server.app import ServerConfig, create_app
+    path = tmp_path / "db"
+    db = unidb.connect(path)
+    db.create_table("t", {"id": unidb.Int64(primary_key=True)})
+    db.close()
+    app = create_app(path, ServerConfig(auth=False, access_log=False))
+    with TestClient(app) as client:
+        remote = RemoteDatabase("http://testserver", transport=client._transport)
+        t = remote.open_table("t")
+        remote.close()
+        with pytest.raises(unidb.errors.ClosedError):
+            len(t)
+        with pytest.raises(unidb.errors.ClosedError):
+            remote.table_names()

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from unidb.api.search import SearchBuilder
 from unidb.api.table import Table
-from unidb.errors import UnidbError, ValidationError
+from unidb.errors import ClosedError, UnidbError, ValidationError
 from unidb.protocol import wire
 from unidb.protocol.errors import error_from_body
 from unidb.schema import Schema
@@ -49,7 +49,7 @@ class RemoteDatabase:
     # -- transport -------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         if self._closed:
-            raise UnidbError(f"connection to {self.url} is closed")
+            raise ClosedError(f"connection to {self.url} is closed")
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
             status, ctype, content = self._http.request(method, path, data, params)

@@ -35,6 +35,10 @@ def check_search_arguments(args: tuple, unknown: dict) -> None:
                          f"column, text, sparse, vectors, weights, text_column, sparse_column")
 
 
+# The fusion a hybrid search uses unless .fuse() says otherwise (checked once, at import).
+_DEFAULT_FUSE: tuple[str, dict] = check_fuse("rrf", {}, [])
+
+
 class SearchBuilder:
     def __init__(self, table, vector: Any = None, column: str | None = None,
                  text: str | None = None, sparse: Any = None, vectors: dict | None = None,
@@ -65,7 +69,7 @@ class SearchBuilder:
         self._select: list[str] | None = None
         self._range: tuple[float | None, float | None] | None = None
         self._params: dict = {}
-        self._fuse: tuple[str, dict] = check_fuse("rrf", {}, [])
+        self._fuse: tuple[str, dict] = _DEFAULT_FUSE
         self._explain = None
         if vector is None and text is None and sparse is None and vectors is None:
             raise QueryError("search() needs vector=, text=, sparse= or vectors=")

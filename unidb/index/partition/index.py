@@ -182,6 +182,10 @@ class PartitionIndex:
             x = np.ascontiguousarray(xd / n, dtype=np.float32)
         return x
 
+    def _unfinish_one(self, d: float) -> float:
+        """`_unfinish` of one distance, in plain floats (the one-query latency path)."""
+        return d * d if self.metric == "l2" else 2.0 * d if self.metric == "cosine" else d
+
     def _unfinish(self, d: np.ndarray) -> np.ndarray:
         """The metric's true distances back to internal scores (inverse of _finish_dist)."""
         if self.metric == "l2":
@@ -415,7 +419,7 @@ class PartitionIndex:
         if probed < 0:
             raise ValueError("queries contain NaN or inf")
         if worst != np.inf and worst - self._scan_err(float(np.dot(q, q))) <= \
-                float(self._unfinish(d[0, -1])):          # near tie: see SCAN_ERR_ULPS
+                self._unfinish_one(float(d[0, -1])):      # near tie: see SCAN_ERR_ULPS
             r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
             return r[None, :], self._finish_dist(d)[None, :]
         if r[0, -1] < 0 and (r >= 0).sum() < min(k, view.live):

@@ -158,13 +158,13 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
 class WriteFile:
     """A new file being written (through the fault seam), checksummed as it goes."""
 
-    def __init__(self, path: str | os.PathLike, mode_flags: int = os.O_TRUNC):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.crc = 0
         self.size = 0
         try:
             _io("open", self.path)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode_flags, 0o644)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as e:
             raise _storage_error(e, "create", self.path) from None
 
@@ -344,18 +344,13 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
     def fill(f: WriteFile) -> None:
         header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr)) \
-            if _fits_v1(arr) else np.lib.format.write_array_header_2_0(
-                header, np.lib.format.header_data_from_array_1_0(arr))
+        # version 1.0 headers hold up to 64 KiB: any shape unidb writes (1-D and 2-D arrays)
+        np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
         f.write(header.getvalue())
         if arr.nbytes:
             f.write(arr.reshape(-1).view(np.uint8))
 
     _atomic_write(path, fill)
-
-
-def _fits_v1(arr: np.ndarray) -> bool:
-    return len(repr(arr.shape)) + len(arr.dtype.str) < 60_000
 
 
 def read_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:

@@ -315,13 +315,14 @@ class TableStore:
             self._apply(lsn, commit, notify=True)
             self._publish()
             if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
-                self._checkpoint_in_background_of_write()
+                self._auto_checkpoint()
             elif len(deletes):
                 self._wake.set()
             return self._state
 
-    def _checkpoint_in_background_of_write(self) -> None:
-        """The automatic checkpoint of a write: a failure is recorded and retried later."""
+    def _auto_checkpoint(self) -> None:
+        """The checkpoint a write triggers: a failure is recorded and retried later, never the
+        write's failure (it is already in the log)."""
         if time.monotonic() < self._retry_at:
             return
         try:
@@ -398,11 +399,10 @@ class TableStore:
         New files are made first; the manifest rename is the commit point. A failure before
         it deletes the new files and leaves the table as it was; a failure after it (the
         folder fsync) keeps the new manifest and the old files (removed at the next open)."""
-        m = self._manifest
-        new = m.copy()
+        old = self._manifest
+        new = old.copy()
         made: list[str] = []
         new_wal = None
-        swapping = False
         try:
             new_parts = list(self._segment_parts)
             if self._mem_parts:
@@ -425,42 +425,35 @@ class TableStore:
             new.checkpoint_lsn = self._lsn
             new.next_rowid = self._next_rowid
             self._notify_checkpoint(self._make_state())   # indexes persist up to here first
-            swapping = True
-            write_manifest(self.folder, new)
+            synced = self._swap_manifest(new)
         except StorageError:
-            if not (swapping and manifest_in_place(self.folder, new)):
-                if new_wal is not None:
-                    new_wal.close()
-                for name in made:
-                    _remove_quietly(self.folder / name)
-                raise
-            log.warning("checkpoint of %s: the new manifest is in place but its folder could "
-                        "not be synced; old files are kept until the next open", self.folder)
-            self._adopt_checkpoint(new, new_wal, new_parts, remove_old=False)
-            return
-        self._adopt_checkpoint(new, new_wal, new_parts, remove_old=True)
+            if new_wal is not None:
+                new_wal.close()
+            for name in made:
+                _remove_quietly(self.folder / name)
+            raise
+        self._adopt_checkpoint(old, new_wal, new_parts, remove_old=synced)
 
-    def _adopt_checkpoint(self, new: Manifest, new_wal: WalWriter, new_parts: list[Part],
+    def _adopt_checkpoint(self, old: Manifest, new_wal: WalWriter, new_parts: list[Part],
                           remove_old: bool) -> None:
-        old_wal, old_tomb = self._manifest.wal, self._manifest.tombstones
+        """Switch to the checkpoint whose manifest `_swap_manifest` put in place of `old`."""
+        new = self._manifest
         try:
             self._wal.close()
         except StorageError:
             pass                                 # its records are in the new segment now
         self._wal = new_wal
-        self._manifest = new
         self._segment_parts = new_parts
         self._mem_parts, self._mem_bytes = [], 0
         self._wal_seen = (new.wal, 0)
-        self._manifest_stat = _stat_key(manifest_path(self.folder))
         self.checkpoint_error = None
         self._retry_at = 0.0
         self._publish()
         if remove_old:
             # Garbage now; if deleting fails, the next open removes them as orphans.
-            _remove_quietly(self.folder / old_wal)
-            if old_tomb and old_tomb != new.tombstones:
-                _remove_quietly(self.folder / old_tomb)
+            _remove_quietly(self.folder / old.wal)
+            if old.tombstones and old.tombstones != new.tombstones:
+                _remove_quietly(self.folder / old.tombstones)
         self._wake.set()                         # maybe compaction has work now
 
     def _notify_checkpoint(self, state: TableState) -> None:
@@ -480,18 +473,24 @@ class TableStore:
         with self._lock:
             new = self._manifest.copy()
             new.indexes = dict(indexes)
-            self._write_manifest_locked(new)
+            self._swap_manifest(new)
 
-    def _write_manifest_locked(self, new: Manifest) -> None:
-        """Replace the manifest and adopt `new`; raises (adopting nothing) if it is not in place."""
+    def _swap_manifest(self, new: Manifest) -> bool:
+        """Replace the manifest with `new` and adopt it (under the write lock). Raises, adopting
+        nothing, if it did not get into place; returns False when it is in place but its folder
+        could not be synced (files it supersedes must then stay until the next open)."""
         try:
             write_manifest(self.folder, new)
+            synced = True
         except StorageError:
             if not manifest_in_place(self.folder, new):
                 raise
-            log.warning("manifest of %s replaced but its folder could not be synced", self.folder)
+            log.warning("manifest of %s replaced but its folder could not be synced; files it "
+                        "supersedes are kept until the next open", self.folder)
+            synced = False
         self._manifest = new
         self._manifest_stat = _stat_key(manifest_path(self.folder))
+        return synced
 
     # -- compaction ------------------------------------------------------------------------
     def compaction_plan(self) -> list[list[Part]]:
@@ -562,17 +561,15 @@ class TableStore:
                 names = [p.segment for p in group]
                 new = self._manifest.copy()
                 if any(n not in new.segments for n in names):  # pragma: no cover - one compactor
-                    raise _Superseded()
+                    if seg is not None:
+                        _remove_quietly(self.folder / seg)
+                    return
                 i = new.segments.index(names[0])
                 new.segments[i:i + len(names)] = [seg] if seg else []
-                self._write_manifest_locked(new)
+                synced = self._swap_manifest(new)
                 j = self._segment_parts.index(group[0])
                 self._segment_parts[j:j + len(group)] = [new_part] if new_part else []
                 self._publish()
-        except _Superseded:
-            if seg is not None:
-                _remove_quietly(self.folder / seg)
-            return
         except StorageError:
             if seg is not None:
                 _remove_quietly(self.folder / seg)
@@ -648,10 +645,6 @@ class TableStore:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
-
-
-class _Superseded(Exception):
-    """A compaction's input segments were replaced meanwhile; its output is dropped."""
 
 
 def _remove_quietly(path: Path) -> None:

@@ -307,3 +307,26 @@ def test_failed_wal_truncate_refuses_writes_until_repaired(db_path):
     db = unidb.connect(db_path)
     assert len(db.open_table("t")) == 20
     db.close()
+
+
+def test_compaction_keeps_old_segments_when_the_manifest_swap_is_not_synced(db_path):
+    """If the folder fsync after the compaction's manifest rename fails, a power loss could
+    bring the old manifest back: the segments it names must still be there."""
+    db = unidb.connect(db_path)
+    t = db.create_table("t", SCHEMA)
+    for k in range(3):
+        t.add(_rows(range(100 * k, 100 * k + 100), k))
+        t.flush()
+    old = set(t._store.manifest.segments)
+    # Compaction alone (no checkpoint before it) fsyncs the table folder after the new
+    # segment's rename, then after the manifest's: fail the second.
+    with files.FaultPlan(ops="fsync", name="t", nth=2) as plan:
+        assert t._store.compact() == 1
+    assert plan.failed == 1
+    assert set(t._store.manifest.segments) != old
+    assert all((t._store.folder / n).exists() for n in old)
+    db.close()
+    db = unidb.connect(db_path)                          # the next open removes them
+    t = db.open_table("t")
+    assert len(t) == 300 and not any((t._store.folder / n).exists() for n in old)
+    db.close()

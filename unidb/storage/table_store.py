@@ -574,6 +574,8 @@ class TableStore:
             if seg is not None:
                 _remove_quietly(self.folder / seg)
             raise
+        if not synced:
+            return      # the old manifest may come back after a power loss: keep its segments
         for n in names:
             _remove_quietly(self.folder / n)
         try:

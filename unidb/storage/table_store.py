@@ -388,10 +388,12 @@ class TableStore:
 
     # -- checkpoint (flush) ----------------------------------------------------------------
     def flush(self) -> None:
-        """Write in-memory rows to a segment and checkpoint (a no-op when there are none)."""
+        """Write in-memory rows to a segment and checkpoint (a no-op when nothing was written
+        since the last checkpoint)."""
         self._check_writable()
         with self._lock:
-            self._flush_locked()
+            if self._lsn != self._manifest.checkpoint_lsn:
+                self._flush_locked()
 
     def _flush_locked(self) -> None:
         """Checkpoint: new segment + tombstones + empty log, then swap the manifest.

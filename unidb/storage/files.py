@@ -155,32 +155,65 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
         remove_file(p, sync_dir=False)
 
 
-class WriteFile:
-    """A new file being written (through the fault seam), checksummed as it goes."""
+class _OpenFile:
+    """One open file whose every operation goes through the fault seam (OSError surfaces as
+    StorageError naming the file). `sync` uses fsync, or fdatasync where only data matters."""
 
-    def __init__(self, path: str | os.PathLike):
+    data_only_sync = False
+
+    def __init__(self, path: str | os.PathLike, flags: int, verb: str):
         self.path = Path(path)
-        self.crc = 0
-        self.size = 0
         try:
             _io("open", self.path)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.fd = os.open(self.path, flags, 0o644)
         except OSError as e:
-            raise _storage_error(e, "create", self.path) from None
+            raise _storage_error(e, verb, self.path) from None
 
-    def write(self, data) -> int:
+    def _write_all(self, data, seen: Callable[[memoryview], None] | None = None) -> int:
         view = memoryview(data).cast("B")
         total = view.nbytes
         try:
             _io("write", self.path)
             while view:
                 n = os.write(self.fd, view)
-                self.crc = zlib.crc32(view[:n], self.crc)
-                self.size += n
+                if seen is not None:
+                    seen(view[:n])
                 view = view[n:]
         except OSError as e:
             raise _storage_error(e, "write", self.path) from None
         return total
+
+    def sync(self) -> None:
+        try:
+            _io("fsync", self.path)
+            (os.fdatasync if self.data_only_sync else os.fsync)(self.fd)
+        except OSError as e:
+            raise _storage_error(e, "fsync", self.path) from None
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class WriteFile(_OpenFile):
+    """A new file being written, checksummed as it goes (file-like for pyarrow and numpy)."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "create")
+        self.crc = 0
+        self.size = 0
+
+    def write(self, data) -> int:
+        return self._write_all(data, self._count)
+
+    def _count(self, chunk: memoryview) -> None:
+        self.crc = zlib.crc32(chunk, self.crc)
+        self.size += chunk.nbytes
 
     def tell(self) -> int:
         return self.size
@@ -188,24 +221,8 @@ class WriteFile:
     def flush(self) -> None:                  # file-like API for pyarrow / numpy writers
         pass
 
-    @property
-    def closed(self) -> bool:
-        return self.fd < 0
-
     def write_footer(self) -> None:
         self.write(FOOTER.pack(self.size, self.crc, FOOTER_MAGIC))
-
-    def sync(self) -> None:
-        try:
-            _io("fsync", self.path)
-            os.fsync(self.fd)
-        except OSError as e:
-            raise _storage_error(e, "fsync", self.path) from None
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 def _atomic_write(path: str | os.PathLike, fill: Callable[[WriteFile], None],
@@ -401,41 +418,25 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 # -- the write-ahead log's append-only file ------------------------------------------------
-class AppendFile:
+class AppendFile(_OpenFile):
     """An append-only file (the WAL) whose appends can be synced and cut back on failure."""
 
+    data_only_sync = True
+
     def __init__(self, path: str | os.PathLike, create_with: bytes | None = None):
-        self.path = Path(path)
         if create_with is not None:
-            f = WriteFile(self.path)
+            f = WriteFile(path)
             try:
                 f.write(create_with)
                 f.sync()
             finally:
                 f.close()
-            fsync_dir(self.path.parent)
-        try:
-            _io("open", self.path)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            self.size = os.fstat(self.fd).st_size
-        except OSError as e:
-            raise _storage_error(e, "open", self.path) from None
+            fsync_dir(Path(path).parent)
+        super().__init__(path, os.O_WRONLY | os.O_APPEND, "open")
+        self.size = os.fstat(self.fd).st_size
 
     def append(self, data) -> None:
-        view = memoryview(data).cast("B")
-        try:
-            _io("write", self.path)
-            while view:
-                view = view[os.write(self.fd, view):]
-        except OSError as e:
-            raise _storage_error(e, "append to", self.path) from None
-
-    def sync(self) -> None:
-        try:
-            _io("fsync", self.path)
-            os.fdatasync(self.fd)
-        except OSError as e:
-            raise _storage_error(e, "fsync", self.path) from None
+        self._write_all(data)
 
     def truncate(self, size: int) -> None:
         """Cut the file back to `size` bytes and make that durable."""
@@ -445,8 +446,3 @@ class AppendFile:
         except OSError as e:
             raise _storage_error(e, "truncate", self.path) from None
         self.sync()
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

@@ -206,9 +206,7 @@ def _iter_records(path: Path, data: bytes, pos: int) -> Iterator[WalRecord]:
 
 def _unwritten_tail(data: bytes, pos: int) -> bool:
     """True when, from `pos` or from a sector boundary after it, the file is zeros to its end."""
-    n = len(data)
-    zero_from = n - (len(data) - len(data.rstrip(b"\0")))
+    zero_from = len(data.rstrip(b"\0"))          # where the trailing zeros begin
     if zero_from <= pos:
-        return zero_from < n or pos == n
-    aligned = -(-zero_from // SECTOR) * SECTOR
-    return aligned < n
+        return True
+    return -(-zero_from // SECTOR) * SECTOR < len(data)     # a whole zero sector at the end

@@ -268,6 +268,12 @@ ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(
                                                    _TextKind(), _SparseKind())}
 
 
+def _ids_below(bitmap, limit: int) -> np.ndarray:
+    """The row ids in a tombstone bitmap that are below `limit`, as int64."""
+    ids = np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
+    return ids[ids < limit]
+
+
 def _plain_options(column: str, options: dict) -> dict:
     """Index options as plain JSON values (numpy scalars unwrapped): they go in the manifest."""
     out = {}
@@ -394,21 +400,14 @@ class IndexSet:
         # The writer dropped (or dropped and re-created differently) an index.
         self._close_handles([c for c in self._handles if wanted.get(c) != self._defs.get(c)])
         if applied is not None and self._handles:
-            dead = np.zeros(0, np.int64)
-            if state.tombstones is not applied.tombstones:
-                fresh = state.tombstones - applied.tombstones
-                dead = np.frombuffer(fresh.to_array(), dtype=np.uint32).astype(np.int64)
-                dead = dead[dead < applied.next_rowid]   # newer rows are added only if live
+            # Only the tombstones new since `applied`, of rows it held (newer rows are added
+            # only if live).
+            dead = np.zeros(0, np.int64) if state.tombstones is applied.tombstones else \
+                _ids_below(state.tombstones - applied.tombstones, applied.next_rowid)
             for h in list(self._handles.values()):
                 try:
                     with h.lock:
-                        if len(dead):
-                            h.impl.delete(dead)
-                        if state.next_rowid > applied.next_rowid:
-                            ids, vals = self._column_values(state, h.column, h.adapter,
-                                                            min_rowid=applied.next_rowid)
-                            if len(ids):
-                                h.adapter.add(h.impl, ids, vals)
+                        self._feed(h, state, dead, since=applied.next_rowid)
                 except Exception as e:   # half caught up: rebuild it from the rows below
                     log.warning("index on %s failed to catch up (%r); building it in memory",
                                 h.column, e)
@@ -534,14 +533,15 @@ class IndexSet:
         return ids, [x for vp in val_parts for x in vp]
 
     def _catch_up(self, h: IndexHandle, state: TableState) -> None:
-        """Bring a snapshot covering row ids < h.covered up to `state`."""
-        if len(state.tombstones):
-            dead = np.frombuffer(state.tombstones.to_array(), dtype=np.uint32).astype(np.int64)
-            dead = dead[dead < h.covered]
-            if len(dead):
-                h.impl.delete(dead)
-        if state.next_rowid > h.covered:
-            ids, vals = self._column_values(state, h.column, h.adapter, min_rowid=h.covered)
+        """Bring a snapshot covering row ids < h.covered up to `state` (deletes idempotent)."""
+        self._feed(h, state, _ids_below(state.tombstones, h.covered), since=h.covered)
+
+    def _feed(self, h: IndexHandle, state: TableState, dead: np.ndarray, since: int) -> None:
+        """Delete the row ids `dead` from h, then add the live rows of `state` from `since` on."""
+        if len(dead):
+            h.impl.delete(dead)
+        if state.next_rowid > since:
+            ids, vals = self._column_values(state, h.column, h.adapter, min_rowid=since)
             if len(ids):
                 h.adapter.add(h.impl, ids, vals)
                 h.changes += len(ids)

@@ -38,7 +38,7 @@ class TableCore:
         self._keys: dict[Any, int] | None = None     # primary key -> row id (live rows)
         self._keys_lsn = -1
         self._keys_lock = threading.Lock()
-        from unidb.api.indexes import IndexSet
+        from unidb.engine.indexes import IndexSet
         self._indexes = IndexSet(self)
 
     def key_map(self) -> dict[Any, int]:

@@ -7,6 +7,7 @@ for a write through a read-only handle) and hands each call to the `DatabaseEngi
 """
 from __future__ import annotations
 
+import os
 import weakref
 from pathlib import Path
 from typing import Any, Mapping
@@ -132,6 +133,12 @@ class Database:
         with engine.lock:
             self._tables.pop(name, None)
             engine.drop_table(name, missing_ok)
+
+    def backup(self, dest: str | os.PathLike) -> dict:
+        """Copy every table into the new folder `dest` while writes go on (each table as of one
+        write; writers to a table wait for its copy). The copy is a database folder: open it
+        with `unidb.connect`, or restore it with `unidb restore`. Returns what was copied."""
+        return self._open_engine(write=True).backup(dest)
 
     # -- SQL (filled in by unidb.sql when present) -----------------------------------------
     def sql(self, query: str, params: Any = None):

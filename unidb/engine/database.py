@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from unidb.engine.table import TableEngine
 from unidb.errors import NotFoundError, SchemaError, UnidbError
 from unidb.schema import Schema
+from unidb.storage import backup
 from unidb.storage.catalog import DatabaseFolder
 from unidb.storage.table_store import TableStore
 
@@ -131,6 +132,12 @@ class DatabaseEngine:
                     return
                 raise NotFoundError(f"table {name!r} does not exist")
             self.folder.drop(name)
+
+    def backup(self, dest: str | os.PathLike) -> dict:
+        """Copy every table into the new folder `dest`, each as of one write (`storage/backup.py`);
+        returns what was copied."""
+        names = self.folder.table_names()
+        return backup.backup({name: self.table(name).copy_files for name in names}, dest)
 
     # -- life cycle ------------------------------------------------------------------------
     def close(self, checkpoint: bool = True) -> None:

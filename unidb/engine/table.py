@@ -39,6 +39,7 @@ from unidb.engine.indexes import IndexSet
 from unidb.engine.keys import KeyMap
 from unidb.errors import QueryError, ValidationError
 from unidb.schema import Schema
+from unidb.storage import backup
 from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.table_store import TableStore
 
@@ -246,6 +247,14 @@ class TableEngine:
         """What last failed, if anything: the store's background work and log
         (`TableStore.health`) and the indexes out of service (`broken_indexes`)."""
         return {**self.store.health(), "broken_indexes": self.indexes.health()}
+
+    def copy_files(self, target: Path) -> dict:
+        """Checkpoint, then copy this table's files into the new folder `target`, consistent
+        as of one write: writers wait for the copy, readers do not (the backup's step for one
+        table, `storage/backup.py`)."""
+        with self._lock:
+            self.flush()
+            return backup.copy_table(self.store, target)
 
     def close(self, checkpoint: bool) -> None:
         """Checkpoint (or not: a drop, a simulated crash) and release files and threads."""

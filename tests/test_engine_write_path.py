@@ -225,9 +225,9 @@ def test_an_index_that_cannot_be_rebuilt_is_reported_and_never_answers_short(
     assert "no memory" in t.index_stats("emb")["broken"]
     assert set(t.list_indexes()) == {"title", "emb", "price"}      # still defined
     # A text search has no exact fallback: it says so instead of answering without rows.
-    with pytest.raises(UnidbError, match="could not be rebuilt"):
+    with pytest.raises(UnidbError, match="out of service"):
         t.search(text="w215").to_list()
-    with pytest.raises(UnidbError, match="could not be rebuilt"):
+    with pytest.raises(UnidbError, match="out of service"):
         t.count(where="MATCH(title, 'w215')")
     # A vector search scans exactly instead: the new rows are found.
     q = np.asarray(t.get([215], ["emb"]).column("emb")[0].as_py(), np.float32)
@@ -255,6 +255,25 @@ def test_a_broken_index_is_whole_again_after_a_reopen(db_path, table, monkeypatc
     assert t.stats()["broken_indexes"] == {}
     assert len(text_ids(t, "common")) == 240 and text_ids(t, "w230") == {230}
     db.close()
+
+
+def test_an_interrupt_inside_an_index_feed_leaves_no_index_or_key_short(table):
+    """Ctrl-C while an index takes a write: the write is durable, so it is published, the
+    index it hit is out of service (not silently short), and the key map knows the keys."""
+    t = table
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    wrap_index(t, "title", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        t.add(rows(200, 210))
+    assert len(t) == 210 and t.get([205]).num_rows == 1
+    assert set(t.stats()["broken_indexes"]) == {"title"}
+    with pytest.raises(UnidbError, match="out of service"):
+        t.search(text="common").to_list()
+    with pytest.raises(unidb.ValidationError, match="already exists"):
+        t.add(rows(205, 206))
 
 
 # -- a failing in-memory apply --------------------------------------------------------------

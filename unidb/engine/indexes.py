@@ -333,10 +333,11 @@ class BrokenIndex:
     retry_at: float
 
     def unusable(self) -> UnidbError:
-        return UnidbError(f"the {self.kind} index on column {self.column!r} failed to take a "
-                          f"write and could not be rebuilt ({type(self.error).__name__}: "
-                          f"{self.error}); it is rebuilt at a later write or when the table is "
-                          f"reopened, and searches that need it fail until then")
+        return UnidbError(f"the {self.kind} index on column {self.column!r} is out of "
+                          f"service: it failed to take a write and was not rebuilt "
+                          f"({type(self.error).__name__}: {self.error}); it is rebuilt at a "
+                          f"later write or when the table is reopened, and searches that need "
+                          f"it fail until then")
 
 
 class IndexSet:

@@ -154,11 +154,12 @@ class TableEngine:
             self.indexes.apply(state, logged.commit)   # never raises for an index's failure
         finally:
             # Even after an interrupt mid-feed: the write is durable and applied, and the
-            # indexes it did not reach were taken out of service.
+            # indexes it did not reach were taken out of service. The key map must know its
+            # keys, or a later add could log a duplicate.
             self.store.publish(state)
-        new = logged.commit.batch
-        first = int(new.column(ROWID)[0].as_py()) if new is not None else 0
-        self.keys.record(removed, list(added), first)
+            new = logged.commit.batch
+            first = int(new.column(ROWID)[0].as_py()) if new is not None else 0
+            self.keys.record(removed, list(added), first)
         checkpointed = self.store.after_write()
         if checkpointed is not None:
             self.indexes.checkpointed(checkpointed)

@@ -16,8 +16,8 @@ model is LevelDB's `DBImpl::Write`; docs/architecture.md, "How a write flows"):
    until it is reopened (the log holds the write and a reopen replays it).
 4. index: `IndexSet.apply` feeds the deleted row ids and the new rows to every index. An
    index's failure does not fail the write: that index is rebuilt from the new state's rows,
-   or, if the rebuild fails too, taken out of service and reported (`health()`,
-   `stats()["broken_indexes"]`, the log; searches that need it raise).
+   or, if the rebuild fails too, taken out of service and reported (`stats()["broken_indexes"]`,
+   `IndexSet.stats`, the log; searches that need it raise).
 5. publish: `TableStore.publish` makes the new state the one reads get, so a reader never
    sees rows an index lacks.
 6. the key map records the write, and `TableStore.after_write` runs the automatic checkpoint
@@ -243,11 +243,6 @@ class TableEngine:
                 "deleted_pending": len(state.tombstones), "lsn": state.lsn,
                 "disk_bytes": self.store.disk_bytes(),
                 "broken_indexes": self.indexes.health()}
-
-    def health(self) -> dict:
-        """What last failed, if anything: the store's background work and log
-        (`TableStore.health`) and the indexes out of service (`broken_indexes`)."""
-        return {**self.store.health(), "broken_indexes": self.indexes.health()}
 
     def copy_files(self, target: Path) -> dict:
         """Checkpoint, then copy this table's files into the new folder `target`, consistent

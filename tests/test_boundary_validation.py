@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import unidb
-from unidb.api.knobs import MAX_NPROBE
+from unidb.query.knobs import MAX_NPROBE
 from unidb.query.filter import MAX_DEPTH, Expr, col
 from unidb.schema import MAX_COLUMN_NAME_BYTES
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from unidb.api.knobs import INDEX_KNOBS
+from unidb.query.knobs import INDEX_KNOBS
 from unidb.errors import QueryError, ValidationError
 from unidb.index.flat.exact import exact_range, exact_topk
 from unidb.query.explain import Explain

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from unidb.api.knobs import (check_fuse, check_params, check_vector_weights,
+from unidb.query.knobs import (check_fuse, check_params, check_vector_weights,
                               is_finite_number)
 from unidb.errors import QueryError, ValidationError
 

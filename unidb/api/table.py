@@ -12,7 +12,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from unidb.errors import ClosedError, NotFoundError, QueryError, ValidationError
+from unidb.errors import ClosedError, ValidationError
+from unidb.query.filter import checked_filter, part_masks
+from unidb.query.request import empty_table, select_columns, vector_column
 from unidb.schema import Schema, Vector
 from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.table_store import TableStore
@@ -325,20 +327,11 @@ class Table:
 
     # -- helpers ---------------------------------------------------------------------------
     def _filter(self, where: Any):
-        from unidb.query.filter import to_expr
-        expr = to_expr(where)
-        if expr is not None:
-            expr.validate(self.schema)
-        return expr
+        """A `where=` argument as a filter tree checked against this table's schema."""
+        return checked_filter(where, self.schema)
 
     def _masks(self, state: TableState, expr) -> Iterable[tuple[Part, np.ndarray]]:
-        for part in state.parts:
-            if not part.num_rows:
-                continue
-            mask = state.live_mask(part)
-            if expr is not None:
-                mask = mask & expr.evaluate(part.table, context=self._indexes)
-            yield part, mask
+        return part_masks(state, expr, context=self._indexes)
 
     def _matching_rowids(self, state: TableState, expr) -> np.ndarray:
         got = [part.row_ids[mask] for part, mask in self._masks(state, expr)]
@@ -348,46 +341,11 @@ class Table:
         return self._matching_rowids(state, None)
 
     def _columns(self, columns: Sequence[str] | None) -> list[str]:
-        if columns is None:
-            return self.schema.names()
-        if isinstance(columns, str):
-            columns = [columns]
-        if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
-            raise QueryError(f"columns must be a list of column names, got {columns!r}")
-        cols = list(columns)
-        if len(set(cols)) != len(cols):
-            raise QueryError(f"columns {cols} name a column more than once")
-        bad = [c for c in cols if c not in self.schema and c != ROWID]
-        if bad:
-            raise QueryError(f"unknown column(s) {bad}; the table has {self.schema.names()}")
-        return cols
+        return select_columns(self.schema, columns)
 
     def _empty(self, cols: list[str]) -> pa.Table:
-        fields = [self.schema.arrow.field(c) if c != ROWID else pa.field(ROWID, pa.int64())
-                  for c in cols]
-        return pa.schema(fields).empty_table()
-
-    def row_mask_fn(self, expr):
-        """Per-part filter mask function for the access paths (None when no filter)."""
-        if expr is None:
-            return None
-        ctx = self._indexes
-        return lambda part: expr.evaluate(part.table, context=ctx)
+        return empty_table(self.schema, cols)
 
     def vector_column(self, column: str | None) -> tuple[str, Vector]:
         """Resolve the vector column a search targets (inferred when there is only one)."""
-        vcols = self.schema.vector_columns()
-        if column is None:
-            if len(vcols) == 1:
-                column = vcols[0]
-            elif not vcols:
-                raise QueryError(f"table {self.name!r} has no vector column")
-            else:
-                raise QueryError(f"table {self.name!r} has several vector columns {vcols}; "
-                                 f"pass column=")
-        if column not in self.schema:
-            raise NotFoundError(f"unknown column {column!r}; the table has {self.schema.names()}")
-        ctype = self.schema[column]
-        if not isinstance(ctype, Vector):
-            raise QueryError(f"column {column!r} is {ctype!r}, not a Vector column")
-        return column, ctype
+        return vector_column(self.schema, column, self.name)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from unidb.errors import QueryError
 from unidb.query.explain import Explain
-from unidb.query.request import SearchRequest, SearchResult
+from unidb.query.request import SearchRequest, SearchResult, check_k
 
 
 def check_search_arguments(args: tuple, unknown: dict) -> None:
@@ -62,7 +62,7 @@ class SearchBuilder:
 
     def limit(self, k: int) -> "SearchBuilder":
         """Return at most k rows per query (10 unless set; a range returns all unless set)."""
-        return self._with(limit=k)
+        return self._with(limit=check_k(k))      # here None is a mistake, not "unset"
 
     def select(self, columns: Sequence[str]) -> "SearchBuilder":
         """Return only these columns (and the primary key) beside `_distance` / `_score`."""

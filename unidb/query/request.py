@@ -80,7 +80,8 @@ def _query_array(value: Any, what: str) -> np.ndarray:
             raise ValidationError(f"{what} must be numbers, got {_short(value)}") from None
         if q.ndim in (1, 2) and not np.isfinite(q).all():
             raise ValidationError(f"{what} contains NaN or infinity")
-        q32 = np.array(q, dtype=np.float32, order="C")       # the request's own copy
+        with np.errstate(over="ignore"):                      # refused just below
+            q32 = np.array(q, dtype=np.float32, order="C")   # the request's own copy
         q32.flags.writeable = False
     if q32.ndim not in (1, 2) or q32.shape[-1] == 0 or not len(q32):
         raise ValidationError(f"{what} must be one vector or a non-empty batch of vectors "

@@ -104,7 +104,7 @@ def _one(name, src, index, X, q, expr, n):
         force = {"unidb": None, "unidb-index": "index", "unidb-exact": "flat"}[name]
         ids, _, ex = execute_topk(src, "v", q, K, expr, {"force_plan": force})
         return ids, ex.candidates_visited, ex.plan
-    mask = src.filter_rowmask(expr)          # every baseline pays for the filter too
+    mask = src.row_filter(expr).mask          # every baseline pays for the filter too
     if name.startswith("post-"):
         return (*post_filter(index, q, mask, int(name.split("-")[1])), None)
     if name == "k-doubling":
@@ -178,7 +178,7 @@ def filtered_synth(n, nq, methods, rows_out):
             if sel == 1.0 and kind != "uniform":
                 continue                     # every filter is the whole table at 100%
             exprs = [make_filter(kind, sel, q, sp) for q in Q]
-            masks = [src.filter_rowmask(e) for e in exprs]
+            masks = [src.row_filter(e).mask for e in exprs]
             gts = [exact_filtered_gt(X, q, m) for q, m in zip(Q, masks)]
             actual = float(np.mean([m.mean() for m in masks]))
             t0 = time.perf_counter()
@@ -206,7 +206,7 @@ def threshold_sweep(ctx, nq):
     rows = []
     for sel in THRESHOLD_SELS:
         exprs = [col("u") < int(round(sel * U_RANGE)) for _ in Q]
-        gts = [exact_filtered_gt(X, q, src.filter_rowmask(e)) for q, e in zip(Q, exprs)]
+        gts = [exact_filtered_gt(X, q, src.row_filter(e).mask) for q, e in zip(Q, exprs)]
         res = run_methods(src, index, X, Q, exprs, gts, ["unidb-index", "unidb-exact"], len(X))
         rows.append({"sel": sel, "index_recall": res["unidb-index"]["recall"],
                      "index_p50_ms": res["unidb-index"]["p50_ms"],
@@ -251,7 +251,7 @@ def range_sweep(src, X, Q, nq):
         r = float(np.median(srt[:, rank - 1]))
         for filt in (None, "uniform-10%"):
             expr = None if filt is None else col("u") < U_RANGE // 10
-            mask = src.filter_rowmask(expr)
+            mask = src.row_filter(expr).mask
             prec, rec, lat, vis, sizes = [], [], [], [], []
             for q, d in zip(Q, D):
                 truth = set(np.flatnonzero((d <= r) & mask).tolist())

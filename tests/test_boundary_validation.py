@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import unidb
-from unidb.api.knobs import MAX_NPROBE
+from unidb.query.knobs import MAX_NPROBE
 from unidb.query.filter import MAX_DEPTH, Expr, col
 from unidb.schema import MAX_COLUMN_NAME_BYTES
 
@@ -318,7 +318,7 @@ def test_bad_knobs_fail_when_given_even_without_an_index(t, knobs):
 def test_good_knobs_are_accepted_and_none_resets(t):
     b = t.search(QUERY).params(nprobe=np.int64(4), eps2=0, budget=0, E=2, w="growing",
                                force_plan="flat", exact=True, scan_knobs={"batch_partitions": 2})
-    assert b.params(nprobe=None)._params.get("nprobe") is None
+    assert b.params(nprobe=None).request().params.get("nprobe") is None
     assert len(b.limit(2).to_list()) == 2
 
 

@@ -156,9 +156,9 @@ def run(b, value_col, quiet_truth=None):
     if quiet_truth is not None:
         out = b.to_arrow()
         return out.column("id").to_numpy(), out.column(value_col).to_numpy(), quiet_truth
-    results, single, vcol, state = b._run()
-    assert single and vcol == value_col
-    rid, vals = results[0]
+    res = b.run()
+    assert res.single and res.value_column == value_col
+    rid, vals, state = res.row_ids[0], res.values[0], res.snapshot
     keys = state.take(rid, ["id"]).column(0).to_numpy() if len(rid) else np.zeros(0, np.int64)
     return keys, np.asarray(vals), truth_of(state)
 
@@ -222,8 +222,8 @@ def verify(t, rng, quiet: bool, kinds=("vector", "sorted", "text", "sparse", "ma
         from unidb.index.flat.exact import all_distances
         from unidb.index.sparse.fusion import ScoresSource, exact_fused_topk
         b = t.search(q, text=word).limit(k)
-        results, _, _, state = b._run()
-        rid, s = results[0]
+        res = b.run()
+        rid, s, state = res.row_ids[0], res.values[0], res.snapshot
         tr = truth_of(state)
         rowids = tr.rows.column("_rowid").to_numpy()
         did, dd = all_distances(state, "emb", "l2", q.astype(np.float32), None)
@@ -453,8 +453,9 @@ def test_writer_process_searches_never_return_rows_outside_their_snapshot(tmp_pa
                           .params(force_plan="scalar").limit(20),
                           t.search(q).where("num >= 0").params(force_plan="index").limit(20),
                           t.search(q, text="w1").limit(10)):
-                    results, _, _, state = b._run()
-                    for rid, _ in results:
+                    res = b.run()
+                    state = res.snapshot
+                    for rid in res.row_ids:
                         assert state.is_live(rid).all()
                         state.take(rid, ["id"])
                     served[0] += 1

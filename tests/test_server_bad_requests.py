@@ -40,8 +40,9 @@ def env(tmp_path_factory):
         yield client, {"X-API-Key": key, "content-type": "application/json"}
 
 
-def _search(steps: list, search: dict | None = None) -> tuple[str, dict]:
-    return "/tables/t/search", {"search": search or {"vector": V}, "steps": steps}
+def _search(**request) -> tuple[str, dict]:
+    """A search body: the request's JSON (a query vector unless one is given)."""
+    return "/tables/t/search", {"vector": V, **request}
 
 
 HYBRID = {"vector": V, "text": "red"}
@@ -54,31 +55,31 @@ CASES = {
                                "ValidationError"),
     "lone surrogate in filter": ("/tables/t/count", '{"where": "name = \'\\ud800\'"}', 422,
                                  "ValidationError"),
-    "lone surrogate in search step": (*_search([["where", ["name = '\ud800'"], {}]]), 422,
-                                      "ValidationError"),
+    "lone surrogate in search filter": (*_search(where="name = '\ud800'"), 422,
+                                        "ValidationError"),
     "b64 shape 'x' in rows": ("/tables/t/add", {"columns": {
         "id": [1000], "price": [1.0], "name": ["a"], "body": ["b"],
         "emb": {"b64": B64_ONE, "shape": "x"}}}, 422, "ValidationError"),
-    "b64 shape 'x' in search": (*_search([], {"vector": {"b64": B64_ONE, "shape": "x"}}), 422,
+    "b64 shape 'x' in search": (*_search(vector={"b64": B64_ONE, "shape": "x"}), 422,
                                 "ValidationError"),
-    "limit without k": (*_search([["limit"]]), 422, "QueryError"),
-    "limit args not a list": (*_search([["limit", 5, {}]]), 422, "QueryError"),
-    "limit kwargs not an object": (*_search([["limit", [], []]]), 422, "QueryError"),
-    "nprobe 0": (*_search([["params", [], {"nprobe": 0}]]), 422, "QueryError"),
-    "nprobe 'x'": (*_search([["params", [], {"nprobe": "x"}]]), 422, "QueryError"),
-    "nprobe 10^12": (*_search([["params", [], {"nprobe": 10 ** 12}]]), 422, "QueryError"),
-    "fuse rrf k=-1": (*_search([["fuse", ["rrf"], {"k": -1}]], HYBRID), 422, "QueryError"),
-    "fuse linear weights='x'": (*_search([["fuse", ["linear"], {"weights": "x"}]], HYBRID), 422,
-                                "QueryError"),
-    "select one column 1000 times": (*_search([["select", [["price"] * 1000], {}]]), 422,
-                                     "QueryError"),
-    "unknown search keyword": (*_search([], {"vector": V, "bogus": 1}), 422, "QueryError"),
+    "limit as text": (*_search(limit="5"), 422, "QueryError"),
+    "limit as a list": (*_search(limit=[5]), 422, "QueryError"),
+    "limit as an object": (*_search(limit={"k": 5}), 422, "QueryError"),
+    "nprobe 0": (*_search(params={"nprobe": 0}), 422, "QueryError"),
+    "nprobe 'x'": (*_search(params={"nprobe": "x"}), 422, "QueryError"),
+    "nprobe 10^12": (*_search(params={"nprobe": 10 ** 12}), 422, "QueryError"),
+    "fuse rrf k=-1": (*_search(**HYBRID, fuse={"method": "rrf", "k": -1}), 422, "QueryError"),
+    "fuse linear weights='x'": (*_search(**HYBRID, fuse={"method": "linear", "weights": "x"}),
+                                422, "QueryError"),
+    "select one column 1000 times": (*_search(select=["price"] * 1000), 422, "QueryError"),
+    "unknown search field": (*_search(bogus=1), 422, "QueryError"),
+    "search body not an object": ("/tables/t/search", [V], 422, "QueryError"),
+    "search body not JSON": ("/tables/t/search", "vector = [1, 2]", 422, "ValidationError"),
     "3000 nested parentheses in SQL": ("/sql", {"query": DEEP_SQL}, 422, "QueryError"),
     # Neighbours of the same faults.
     "ids 1.5": ("/tables/t/get", {"ids": 1.5}, 422, "ValidationError"),
-    "limit unknown keyword": (*_search([["limit", [], {"kk": 3}]]), 422, "QueryError"),
-    "b64 shape disagrees with data": (*_search([], {"vector": {"b64": B64_ONE,
-                                                               "shape": [2, 4]}}), 422,
+    "k instead of limit": (*_search(k=3), 422, "QueryError"),
+    "b64 shape disagrees with data": (*_search(vector={"b64": B64_ONE, "shape": [2, 4]}), 422,
                                       "ValidationError"),
     "columns repeated in scan": ("/tables/t/scan", {"columns": ["price"] * 1000}, 422,
                                  "QueryError"),
@@ -89,10 +90,10 @@ CASES = {
     "filter tree nested 300 deep": ("/tables/t/count", {"where": {"expr": json.loads(
         '{"op": "not", "arg": ' * 300 + '{"column": "price"}' + "}" * 300)}}, 422,
         "QueryError"),
-    "NaN as a limit": (*_search([["limit", [float("nan")], {}]]), 422, "QueryError"),
-    "NaN as rrf k": (*_search([["fuse", ["rrf"], {"k": float("nan")}]], HYBRID), 422,
+    "NaN as a limit": (*_search(limit=float("nan")), 422, "QueryError"),
+    "NaN as rrf k": (*_search(**HYBRID, fuse={"method": "rrf", "k": float("nan")}), 422,
                      "QueryError"),
-    "select a nested list": (*_search([["select", [[["a"]]], {}]]), 422, "QueryError"),
+    "select a nested list": (*_search(select=[["a"]]), 422, "QueryError"),
     "SQL result with one name twice": ("/sql", {"query": "SELECT a.id, b.id FROM t a, t b "
                                                           "LIMIT 1"}, 422, "QueryError"),
     "backup name too long for the OS": ("/admin/backup", {"dest": "\u00e9" * 200}, 422,
@@ -108,7 +109,7 @@ CASES = {
 def test_bad_request_is_a_4xx(env, name):
     client, headers = env
     url, body, status, cls = CASES[name]
-    if isinstance(body, dict):
+    if isinstance(body, (dict, list)):
         body = json.dumps(body)
     content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
     r = client.post(url, content=content, headers=headers)
@@ -131,15 +132,16 @@ def test_well_formed_neighbours_still_work(env):
 
     assert ok("/tables/t/get", {"ids": [1, 2], "columns": ["id", "price"]})["num_rows"] == 2
     assert ok("/tables/t/get", {"ids": 3})["num_rows"] == 1
-    rows = ok(*_search([["limit", [], {"k": 5}], ["params", [], {"nprobe": 2}],
-                        ["select", [["price", "name"]], {}]]))
+    rows = ok(*_search(limit=5, params={"nprobe": 2}, select=["price", "name"]))
     assert rows["table"]["num_rows"] == 5
-    assert ok(*_search([["limit", [3]]], {"vector": {"b64": B64_ONE, "shape": [4]}})
-              )["table"]["num_rows"] == 3
-    assert ok(*_search([["fuse", ["rrf"], {"k": 10}], ["limit", [4], {}]], HYBRID)
+    assert ok(*_search(limit=3, vector={"b64": B64_ONE, "shape": [4]}))["table"]["num_rows"] == 3
+    assert ok(*_search(**HYBRID, fuse={"method": "rrf", "k": 10}, limit=4)
               )["table"]["num_rows"] == 4
-    assert ok(*_search([["fuse", ["linear"], {"weights": [0.5, 0.5]}], ["limit", [4], {}]],
-                       HYBRID))["table"]["num_rows"] == 4
+    assert ok(*_search(**HYBRID, fuse={"method": "linear", "weights": [0.5, 0.5]}, limit=4)
+              )["table"]["num_rows"] == 4
+    assert ok(*_search(where={"expr": {"op": "<", "left": {"column": "price"},
+                                       "right": {"literal": 5}}}, limit=200)
+              )["table"]["num_rows"] == ok("/tables/t/count", {"where": "price < 5"})["count"]
     assert ok("/tables/t/count", {"where": "name = 'caf\u00e9 \U0001f600'"}) == {"count": 0}
     # JSON NaN reaches the engine, which refuses it in a list of rows as embedded does.
     r = client.post("/tables/t/upsert", content=b'{"rows": [{"id": 0, "price": NaN, "name": '

@@ -44,8 +44,7 @@ def test_max_k(env):
     assert len(t.search(q).limit(50).to_list()) == 50
     with pytest.raises(unidb.LimitError):
         t.search(q).limit(51).to_list()
-    r = client.post("/tables/t/search", headers=h,
-                    json={"search": {"vector": [0] * DIM}, "steps": [["limit", [51], {}]]})
+    r = client.post("/tables/t/search", headers=h, json={"vector": [0] * DIM, "limit": 51})
     assert r.status_code == 413 and r.json()["error"]["class"] == "LimitError"
 
 
@@ -107,18 +106,18 @@ def test_result_rows_and_queries(env):
 
 def test_query_timeout(env, monkeypatch):
     client, h, t = env
-    from unidb.api.search import SearchBuilder
-    real = SearchBuilder.to_arrow
+    from unidb.api import execute
+    real = execute.run
 
-    def slow(self):
+    def slow(request, table):                     # the server's search executor, slowed
         time.sleep(1.0)
-        return real(self)
-    monkeypatch.setattr(SearchBuilder, "to_arrow", slow)
-    r = client.post("/tables/t/search", headers=h, json={"search": {"vector": [0] * DIM}})
+        return real(request, table)
+    monkeypatch.setattr(execute, "run", slow)
+    r = client.post("/tables/t/search", headers=h, json={"vector": [0] * DIM})
     assert r.status_code == 504 and r.json()["error"]["class"] == "LimitError"
     with pytest.raises(unidb.LimitError):
         t.search(np.zeros(DIM)).to_list()
-    monkeypatch.setattr(SearchBuilder, "to_arrow", real)
+    monkeypatch.setattr(execute, "run", real)
     assert len(t.search(np.zeros(DIM)).limit(3).to_list()) == 3
 
 

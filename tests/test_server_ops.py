@@ -32,7 +32,7 @@ def test_health_metrics_and_logs(tmp_path):
             h = {"Authorization": f"Bearer {key}"}
             for _ in range(3):
                 r = c.post("/tables/items/search", headers=h,
-                           json={"search": {"vector": np.zeros(4).tolist()}})
+                           json={"vector": np.zeros(4).tolist()})
                 assert r.status_code == 200
             c.post("/tables/items/add", headers=h, json={"rows": []})      # 403
             c.get("/tables/nope", headers=h)                                # 404

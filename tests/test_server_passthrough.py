@@ -1,5 +1,6 @@
-"""The remote search builder forwards builder steps by name: a method added to SearchBuilder
-later works remotely with no client or server change; anything else is refused."""
+"""The remote search builder is the embedded SearchBuilder with another executor: a method added
+to SearchBuilder later works remotely with no client or server change (every method makes a
+SearchRequest, and the request is what travels); a request body holds request fields only."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,18 +43,20 @@ def test_new_builder_method_passes_through(remote, monkeypatch):
         t.search(np.zeros(4)).under(0)                   # validated locally, at the call
 
 
-@pytest.mark.parametrize("step", ["_run", "__init__", "to_arrow", "explain", "nope", "__class__"])
-def test_only_public_builder_steps(remote, step):
+@pytest.mark.parametrize("field", ["_run", "__init__", "to_arrow", "explain", "nope", "__class__",
+                                   "steps", "search"])
+def test_only_request_fields(remote, field):
     _, url, key = remote
     import json
     import urllib.request
-    body = json.dumps({"search": {"vector": [0, 0, 0, 0]}, "steps": [[step, [], {}]]}).encode()
+    body = json.dumps({"vector": [0, 0, 0, 0], field: [[], {}]}).encode()
     req = urllib.request.Request(f"{url}/tables/t/search", data=body, method="POST",
                                  headers={"X-API-Key": key, "Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
     assert e.value.code == 422
-    assert json.loads(e.value.read())["error"]["class"] == "QueryError"
+    err = json.loads(e.value.read())["error"]
+    assert err["class"] == "QueryError" and field in err["message"]
     with pytest.raises(AttributeError):
         getattr(remote[0].search(np.zeros(4)), "_run_remote_secret")
 

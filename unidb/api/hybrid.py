@@ -1,120 +1,85 @@
-"""Text, sparse and hybrid search for `SearchBuilder` (OneSparse, ALGORITHMS.md §4).
+"""Text, sparse and hybrid search of a `SearchRequest` (OneSparse, ALGORITHMS.md §4).
 
 Text (BM25) and sparse-vector queries run on the column's inverted index with exact pruned
 top-k. A hybrid request (a vector plus text and/or sparse) fuses the sources *exactly*: every
 row that belongs in the fused top-k over the sources' full score lists is found, because the
 fusion pulls each source in rank order only until no unseen row can still enter the answer
-(`unidb.index.sparse.fusion.exact_fused_topk`). Filters restrict every source to the same rows.
+(`unidb.index.sparse.fusion.exact_fused_topk`). One `RowFilter`, evaluated once, restricts
+every source to the same rows (live in the snapshot and matching the filter).
 """
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from unidb.errors import QueryError, ValidationError
 from unidb.index.flat.exact import all_distances
+from unidb.index.rowfilter import RowFilter
 from unidb.query.explain import Explain
-from unidb.schema import SparseVector, Text, parse_sparse
+from unidb.query.filter import row_filter
+from unidb.query.request import SearchRequest, Target
 
 Result = tuple[np.ndarray, np.ndarray]
 
 
-def _column_of(t, wanted: str | None, kind: type, what: str) -> str:
-    cols = [n for n, c in t.schema.columns.items() if isinstance(c, kind)]
-    if wanted is not None:
-        if wanted not in cols:
-            raise QueryError(f"column {wanted!r} is not a {kind.__name__} column; "
-                             f"{what} columns: {cols}")
-        return wanted
-    if len(cols) == 1:
-        return cols[0]
-    if not cols:
-        raise QueryError(f"table {t.name!r} has no {kind.__name__} column for {what} search")
-    raise QueryError(f"table {t.name!r} has several {kind.__name__} columns {cols}; pass "
-                     f"{what}_column=")
-
-
-def _allow(t, state, expr):
-    """allow(row_ids) -> mask: live in this snapshot and matching the filter."""
-    from unidb.api.source import TableSource
-    src = TableSource(t, state)
-    mask = src.filter_rowmask(expr) if expr is not None else src.live_rowmask()
-
-    def allow(row_ids: np.ndarray) -> np.ndarray:
-        row_ids = np.asarray(row_ids, dtype=np.int64)
-        ok = row_ids < len(mask)                 # rows newer than the snapshot are not in it
-        out = np.zeros(len(row_ids), dtype=bool)
-        out[ok] = mask[row_ids[ok]]
-        return out
-    return allow, mask
-
-
-def _dense_source(b, state, t, mask_expr):
-    """Exact dense scores of every selected row (higher = closer) as a fusion source."""
+def _dense_source(request: SearchRequest, target: Target, state, rows: RowFilter):
+    """Exact dense scores of every allowed row (higher = closer) as a fusion source."""
     from unidb.index.sparse.fusion import ScoresSource
-    column, ctype = t.vector_column(b._column)
-    q, single = b._query_matrix(column, ctype, b._vector)
-    if not single:
-        raise ValidationError("hybrid search takes one query vector")
-    ids, dist = all_distances(state, column, ctype.metric, q[0], t.row_mask_fn(mask_expr))
-    scores = 1.0 - dist if ctype.metric == "cosine" else -dist   # ip: dist = -dot
-    return column, ScoresSource(ids, scores)
+    metric = target.vector_type.metric
+    ids, dist = all_distances(state, target.vector_column, metric, request.queries[0], rows)
+    scores = 1.0 - dist if metric == "cosine" else -dist   # ip: dist = -dot
+    return ScoresSource(ids, scores)
 
 
-def run(b, state) -> list[Result]:
-    t = b._table
+def run(request: SearchRequest, target: Target, table, state
+        ) -> tuple[list[Result], list[Explain]]:
+    """(results, explains) of a text, sparse or hybrid request on the snapshot `state`."""
     t0 = time.perf_counter()
-    expr = b._where
-    allow, mask = _allow(t, state, expr)
+    # The one evaluation of the filter: every live row of the snapshot when there is none, so
+    # rows an index holds from a later commit are never returned.
+    rows = row_filter(state, request.where, table._indexes)
     sources: list[tuple[str, Any]] = []
-    text_col = sparse_col = None
-    if b._text is not None:
-        wanted = b._text_column
-        if wanted is None and b._vector is None and b._column is not None:
-            wanted = b._column                   # t.search(text=..., column="body")
-        text_col = _column_of(t, wanted, Text, "text")
-        sources.append((f"text:{text_col}", ("text", text_col)))
-    if b._sparse is not None:
-        wanted = b._sparse_column
-        if wanted is None and b._vector is None and b._column is not None and b._text is None:
-            wanted = b._column
-        sparse_col = _column_of(t, wanted, SparseVector, "sparse")
-        qi, qv = parse_sparse(b._sparse, "sparse query")
-        sources.append((f"sparse:{sparse_col}", ("sparse", sparse_col, qi, qv)))
-    ex = Explain(operator="hybrid" if (b._vector is not None or len(sources) > 1) else "topk",
-                 rows_total=state.live_rows, rows_matched=int(mask.sum()), k=b._limit)
-    if b._vector is None and len(sources) == 1:
+    if target.text_column is not None:
+        sources.append((f"text:{target.text_column}", ("text", target.text_column)))
+    if target.sparse_column is not None:
+        qi, qv = request.sparse
+        sources.append((f"sparse:{target.sparse_column}",
+                        ("sparse", target.sparse_column, qi, qv)))
+    ex = Explain(operator="hybrid" if (request.vector is not None or len(sources) > 1)
+                 else "topk", rows_total=state.live_rows, rows_matched=rows.count, k=request.k)
+    if request.vector is None and len(sources) == 1:
         name, spec = sources[0]
-        h = t._indexes.get(spec[1])
+        h = table._indexes.get(spec[1])
         with h.lock:
             if spec[0] == "text":
-                ids, scores = h.impl.search(b._text, b._limit, allow)
+                ids, scores = h.impl.search(request.text, request.k, rows)
             else:
-                ids, scores = h.impl.search(spec[2], spec[3], b._limit, allow)
+                ids, scores = h.impl.search(spec[2], spec[3], request.k, rows)
         ex.plan = f"{spec[0]}-index"
         ex.reason = "exact pruned top-k over the inverted index"
         ex.rows_returned = len(ids)
         ex.stage_ms["total"] = (time.perf_counter() - t0) * 1e3
-        b._explain = [ex]
-        return [(ids, scores)]
+        return [(ids, scores)], [ex]
     from unidb.index.sparse.fusion import IndexSource, exact_fused_topk
     fused_sources, names = [], []
-    if b._vector is not None:
-        column, dense = _dense_source(b, state, t, expr)
-        fused_sources.append(dense)
-        names.append(f"vector:{column}")
+    if request.vector is not None:
+        fused_sources.append(_dense_source(request, target, state, rows))
+        names.append(f"vector:{target.vector_column}")
     for name, spec in sources:
-        impl = t._indexes.get(spec[1]).impl
-        src = IndexSource(impl, b._text, allow=allow) if spec[0] == "text" else \
-            IndexSource(impl, spec[2], spec[3], allow=allow)
+        impl = table._indexes.get(spec[1]).impl
+        src = IndexSource(impl, request.text, allow=rows) if spec[0] == "text" else \
+            IndexSource(impl, spec[2], spec[3], allow=rows)
         fused_sources.append(src)
         names.append(name)
-    method, opts = b._fuse                   # checked by SearchBuilder.fuse (api/knobs.py)
-    kwargs: dict[str, Any] = {"limit": b._limit, **opts}
-    if isinstance(opts.get("weights"), dict):
-        kwargs["weights"] = _weights_by_source(opts["weights"], names)
+    method, opts = request.fuse              # checked by the request (unidb/query/knobs.py)
+    kwargs: dict[str, Any] = {"limit": request.k, **opts}
+    weights = opts.get("weights")
+    if isinstance(weights, Mapping):
+        kwargs["weights"] = _weights_by_source(weights, names)
+    elif weights is not None:
+        kwargs["weights"] = list(weights)
     info: dict = {}
     try:
         ids, fused = exact_fused_topk(fused_sources, method, info=info, **kwargs)
@@ -129,11 +94,10 @@ def run(b, state) -> list[Result]:
         {"row_id": int(r), **{n: _score_or_none(s, r) for n, s in zip(names, fused_sources)}}
         for r in ids]
     ex.stage_ms["total"] = (time.perf_counter() - t0) * 1e3
-    b._explain = [ex]
-    return [(ids, fused)]
+    return [(ids, fused)], [ex]
 
 
-def _weights_by_source(weights: dict[str, float], names: list[str]) -> list[float]:
+def _weights_by_source(weights: Mapping[str, float], names: list[str]) -> list[float]:
     """One weight per fused source, from a dict keyed by "kind" or "kind:column"."""
     unknown = sorted(set(weights) - set(names) - {n.split(":")[0] for n in names})
     if unknown:

@@ -13,6 +13,8 @@ import numpy as np
 
 from unidb.errors import QueryError
 from unidb.index.flat.exact import live_vectors, part_vectors
+from unidb.index.rowfilter import RowFilter
+from unidb.query.filter import row_filter
 from unidb.schema import Vector
 from unidb.storage.parts import TableState
 
@@ -39,17 +41,11 @@ class TableSource:
             self._live = mask
         return self._live
 
-    def filter_rowmask(self, expr) -> np.ndarray:
-        """Live rows that satisfy `expr` (None: all live rows)."""
+    def row_filter(self, expr) -> RowFilter:
+        """The live rows that satisfy `expr` (every live row when None), evaluated once."""
         if expr is None:
-            return self.live_rowmask().copy()
-        mask = np.zeros(self.state.next_rowid, dtype=bool)
-        ctx = self.table._indexes
-        for part in self.state.parts:
-            if part.num_rows:
-                m = self.state.live_mask(part) & expr.evaluate(part.table, context=ctx)
-                mask[part.row_ids[m]] = True
-        return mask
+            return RowFilter(self.live_rowmask())
+        return row_filter(self.state, expr, self.table._indexes)
 
     def live_count(self) -> int:
         return self.state.live_rows

@@ -12,8 +12,10 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from unidb.engine.indexes import IndexSet
-from unidb.engine.table import TableEngine, check_columns, empty_table, parse_filter
-from unidb.errors import ClosedError, NotFoundError, QueryError, ValidationError
+from unidb.engine.table import TableEngine
+from unidb.errors import ClosedError, ValidationError
+from unidb.query.filter import checked_filter
+from unidb.query.request import empty_table, select_columns, vector_column
 from unidb.schema import Vector
 from unidb.storage.parts import TableState
 from unidb.storage.table_store import TableStore
@@ -162,35 +164,15 @@ class Table:
 
     # -- helpers the search builder and executor use ---------------------------------------
     def _filter(self, where: Any):
-        return parse_filter(self.schema, where)
+        """A `where=` argument as a filter tree checked against this table's schema."""
+        return checked_filter(where, self.schema)
 
     def _columns(self, columns: Sequence[str] | None) -> list[str]:
-        return check_columns(self.schema, columns)
+        return select_columns(self.schema, columns)
 
     def _empty(self, cols: list[str]) -> pa.Table:
         return empty_table(self.schema, cols)
 
-    def row_mask_fn(self, expr):
-        """Per-part filter mask function for the access paths (None when no filter)."""
-        if expr is None:
-            return None
-        ctx = self._indexes
-        return lambda part: expr.evaluate(part.table, context=ctx)
-
     def vector_column(self, column: str | None) -> tuple[str, Vector]:
         """Resolve the vector column a search targets (inferred when there is only one)."""
-        vcols = self.schema.vector_columns()
-        if column is None:
-            if len(vcols) == 1:
-                column = vcols[0]
-            elif not vcols:
-                raise QueryError(f"table {self.name!r} has no vector column")
-            else:
-                raise QueryError(f"table {self.name!r} has several vector columns {vcols}; "
-                                 f"pass column=")
-        if column not in self.schema:
-            raise NotFoundError(f"unknown column {column!r}; the table has {self.schema.names()}")
-        ctype = self.schema[column]
-        if not isinstance(ctype, Vector):
-            raise QueryError(f"column {column!r} is {ctype!r}, not a Vector column")
-        return column, ctype
+        return vector_column(self.schema, column, self.name)

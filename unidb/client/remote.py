@@ -1,11 +1,11 @@
 """`RemoteDatabase`, `RemoteTable`, `RemoteSearchBuilder`: the embedded API, spoken over HTTP.
 
 Each method sends one request to `unidb serve` and returns what the embedded method returns
-(pyarrow tables, dicts, counts). Errors come back as the same `unidb.errors` classes. The
-search builder validates each step locally against the table's schema (so mistakes raise at
-the same call as embedded) and sends the whole chain — the `search()` arguments plus every
-builder step, by name — in one request; a builder method added later works remotely with no
-client change.
+(pyarrow tables, dicts, counts). Errors come back as the same `unidb.errors` classes. A
+search is built by the embedded `SearchBuilder` itself (so mistakes raise at the same call as
+embedded, checked against the table's schema) and only its executor differs: it POSTs the
+`SearchRequest` as JSON and reads the rows back into a `SearchResult`. A builder method added
+later works remotely with no client or server change, since every method makes a request.
 """
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ import json
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 
-from unidb.api.search import SearchBuilder
-from unidb.api.table import Table
+from unidb.api.search import SearchBuilder, check_search_arguments
 from unidb.errors import ClosedError, UnidbError, ValidationError
 from unidb.protocol import wire
 from unidb.protocol.errors import error_from_body
+from unidb.query.request import QUERY, SearchRequest, SearchResult
 from unidb.schema import Schema
 
 # Seconds a request may take on the wire (the server has its own query timeout).
 DEFAULT_TIMEOUT_S = 120.0
-TERMINALS = ("to_arrow", "to_pandas", "to_list", "explain")
 
 
 class RemoteDatabase:
@@ -154,8 +154,9 @@ class RemoteTable:
     def primary_key(self) -> str:
         return self._pk
 
-    def _call(self, method: str, suffix: str, body: Any = None) -> Any:
-        return self._db._call(method, self._path + suffix, body)
+    def _call(self, method: str, suffix: str, body: Any = None,
+              params: dict | None = None) -> Any:
+        return self._db._call(method, self._path + suffix, body, params)
 
     def __len__(self) -> int:
         return self.count()
@@ -199,9 +200,15 @@ class RemoteTable:
     def to_pandas(self, columns: Sequence[str] | None = None, where: Any = None):
         return self.to_arrow(columns, where).to_pandas()
 
-    def search(self, vector: Any = None, **kwargs: Any) -> "RemoteSearchBuilder":
+    def search(self, vector: Any = None, *args: Any, column: str | None = None,
+               text: str | None = None, sparse: Any = None, vectors: dict | None = None,
+               weights: dict | None = None, text_column: str | None = None,
+               sparse_column: str | None = None, **unknown: Any) -> "RemoteSearchBuilder":
         """Start a search (same arguments as `Table.search`); runs on the server."""
-        return RemoteSearchBuilder(self, vector=vector, **kwargs)
+        check_search_arguments(args, unknown)
+        return RemoteSearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
+                                   vectors=vectors, weights=weights, text_column=text_column,
+                                   sparse_column=sparse_column)
 
     # -- indexes and maintenance -----------------------------------------------------------
     def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:
@@ -233,26 +240,8 @@ def _cols(columns: Any) -> Any:
     return list(columns)
 
 
-class _SchemaTable:
-    """The part of a `Table` that `SearchBuilder` validation reads: its schema. Lets the
-    client check each builder step locally with the embedded code itself."""
-
-    _filter = Table._filter
-    _columns = Table._columns
-    vector_column = Table.vector_column
-
-    def __init__(self, remote: RemoteTable):
-        self.name = remote.name
-        self.schema = remote.schema
-        self._pk = remote.primary_key
-
-    @property
-    def primary_key(self) -> str:
-        return self._pk
-
-
 class RemoteExplain(dict):
-    """The server's `.explain()` as a dict (`to_dict()`), printing as the embedded one does."""
+    """The server's explain record as a dict (`to_dict()`), printing as the embedded one does."""
 
     def __init__(self, doc: Any, text: str):
         super().__init__(doc if isinstance(doc, dict) else {"explain": doc})
@@ -265,63 +254,42 @@ class RemoteExplain(dict):
         return self.text
 
 
-class RemoteSearchBuilder:
-    """`SearchBuilder` over HTTP: records the chain, validates it locally, runs it remotely."""
+class AnswerRows:
+    """The rows of a server's search answer, read by position: the `snapshot` of a remote
+    `SearchResult`, whose row ids are positions in the answer."""
 
-    def __init__(self, table: RemoteTable, **search: Any):
+    def __init__(self, table: pa.Table):
         self._table = table
-        self._search = {k: v for k, v in search.items() if v is not None}
-        self._steps: list[list[Any]] = []
-        try:
-            self._local: SearchBuilder | None = SearchBuilder(_SchemaTable(table), **search)
-        except TypeError:       # an argument this client's SearchBuilder does not know yet
-            self._local = None
 
-    def __getattr__(self, method: str):
-        if method.startswith("_") or method in TERMINALS \
-                or not callable(getattr(SearchBuilder, method, None)):
-            raise AttributeError(f"search builder has no method {method!r}")
+    def take(self, row_ids: np.ndarray, columns) -> pa.Table:
+        return self._table.select(list(columns)).take(pa.array(row_ids, pa.int64()))
 
-        def step(*args: Any, **kwargs: Any) -> "RemoteSearchBuilder":
-            if self._local is not None:
-                try:
-                    getattr(self._local, method)(*args, **kwargs)    # same errors, same call
-                except AttributeError:
-                    pass          # the step needs more than the schema: the server checks it
-            self._steps.append([method, wire.to_jsonable(list(args)),
-                                wire.to_jsonable(kwargs)])
-            return self
-        step.__name__ = method
-        return step
 
-    def _body(self, **extra: Any) -> dict:
-        return {"search": {k: wire.to_jsonable(v) for k, v in self._search.items()},
-                "steps": self._steps, "vectors": self._table._db._vectors, **extra}
+class RemoteSearchBuilder(SearchBuilder):
+    """`SearchBuilder` whose executor is the server: the request goes as JSON in one POST."""
 
-    def _run(self) -> tuple[pa.Table, dict]:
-        d = self._table._call("POST", "/search", self._body())
-        return wire.decode_table(d["table"]), d
+    def _execute(self, request: SearchRequest, explain: bool) -> SearchResult:
+        t = self._table
+        params = {"vectors": t._db._vectors}
+        if explain:
+            params["explain"] = "true"
+        d = t._call("POST", "/search", request.to_json(), params=params)
+        return _result(d, t.schema)
 
-    def to_arrow(self) -> pa.Table:
-        return self._run()[0]
 
-    def to_pandas(self):
-        return self.to_arrow().to_pandas()
-
-    def to_list(self) -> list:
-        table, d = self._run()
-        if d["single"]:
-            return table.to_pylist()
-        out: list[list] = [[] for _ in range(d["num_queries"])]
-        qs = table.column("_query").to_pylist()
-        for q, row in zip(qs, table.drop_columns(["_query"]).to_pylist()):
-            while q >= len(out):
-                out.append([])
-            out[q].append(row)
-        return out
-
-    def explain(self, run: bool = True) -> RemoteExplain | list[RemoteExplain]:
-        d = self._table._call("POST", "/search", self._body(explain=True, explain_run=run))
-        if isinstance(d["explain"], list):
-            return [RemoteExplain(e, t) for e, t in zip(d["explain"], d["text"])]
-        return RemoteExplain(d["explain"], d.get("text", ""))
+def _result(d: dict, schema: Schema) -> SearchResult:
+    """A server's search answer as a SearchResult over its rows."""
+    table = wire.decode_table(d["table"])
+    value_col = d["value_column"]
+    n = int(d["num_queries"])
+    if d["single"]:
+        positions = [np.arange(table.num_rows, dtype=np.int64)]
+    else:
+        which = table.column(QUERY).to_numpy()
+        positions = [np.flatnonzero(which == i).astype(np.int64) for i in range(n)]
+    values = table.column(value_col).to_numpy(zero_copy_only=False)
+    columns = tuple(c for c in table.column_names if c not in (value_col, QUERY))
+    explain = tuple(RemoteExplain(e, x) for e, x in zip(d.get("explain", ()), d.get("text", ())))
+    return SearchResult(row_ids=tuple(positions), values=tuple(values[p] for p in positions),
+                        value_column=value_col, single=bool(d["single"]), explain=explain,
+                        snapshot=AnswerRows(table), schema=schema, columns=columns)

@@ -37,7 +37,9 @@ import pyarrow as pa
 
 from unidb.engine.indexes import IndexSet
 from unidb.engine.keys import KeyMap
-from unidb.errors import QueryError, ValidationError
+from unidb.errors import ValidationError
+from unidb.query.filter import checked_filter, part_masks
+from unidb.query.request import empty_table, select_columns
 from unidb.schema import Schema
 from unidb.storage import backup
 from unidb.storage.parts import ROWID, Part, TableState
@@ -100,7 +102,7 @@ class TableEngine:
             raise ValidationError("delete() needs ids= or where= (use where='TRUE' to delete "
                                   "every row)")
         keys = normalise_keys(self.schema, ids) if ids is not None else None
-        expr = parse_filter(self.schema, where) if where is not None else None
+        expr = checked_filter(where, self.schema) if where is not None else None
         with self._lock:
             state = self.store.state
             kmap = self.keys.current()
@@ -123,7 +125,7 @@ class TableEngine:
         if self._pk in values:
             raise ValidationError(f"update() cannot change the primary key {self._pk!r}; "
                                   f"delete the row and add it with the new key")
-        expr = parse_filter(self.schema, where) if where is not None else None
+        expr = checked_filter(where, self.schema) if where is not None else None
         # Validate the new values once (as a one-row partial batch) before touching anything.
         probe = self.schema.to_batch({c: [v] for c, v in values.items()}, partial=True)
         with self._lock:
@@ -171,7 +173,7 @@ class TableEngine:
     def get(self, ids: Any, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows by primary key, in the order asked; keys not present are skipped."""
         keys = normalise_keys(self.schema, ids)
-        cols = check_columns(self.schema, columns)
+        cols = select_columns(self.schema, columns)
         state = self.store.state
         kmap = self.keys.current()
         rowids = np.array([kmap[k] for k in keys if k in kmap], dtype=np.int64)
@@ -183,14 +185,14 @@ class TableEngine:
         """Number of live rows, optionally matching a filter."""
         if where is None:
             return self.store.state.live_rows
-        expr = parse_filter(self.schema, where)
+        expr = checked_filter(where, self.schema)
         with self.indexes.snapshot() as state:       # MATCH() reads the text index
             return int(sum(int(m.sum()) for _, m in self.masks(state, expr)))
 
     def scan(self, columns: Sequence[str] | None = None, where: Any = None) -> pa.Table:
         """All live rows (optionally filtered) as one Arrow table."""
-        cols = check_columns(self.schema, columns)
-        expr = parse_filter(self.schema, where) if where is not None else None
+        cols = select_columns(self.schema, columns)
+        expr = checked_filter(where, self.schema) if where is not None else None
         pieces = []
         with self.indexes.snapshot() as state:       # MATCH() reads the text index
             for part, mask in self.masks(state, expr):
@@ -202,13 +204,7 @@ class TableEngine:
 
     def masks(self, state: TableState, expr) -> Iterable[tuple[Part, np.ndarray]]:
         """(part, mask of its live rows matching `expr`) for each non-empty part of `state`."""
-        for part in state.parts:
-            if not part.num_rows:
-                continue
-            mask = state.live_mask(part)
-            if expr is not None:
-                mask = mask & expr.evaluate(part.table, context=self.indexes)
-            yield part, mask
+        return part_masks(state, expr, context=self.indexes)
 
     def matching_rowids(self, state: TableState, expr) -> np.ndarray:
         """Row ids of the live rows of `state` matching `expr` (every live row when None)."""
@@ -271,15 +267,6 @@ class TableEngine:
 
 
 # -- argument checks that depend only on the schema (the api's handles use them too) --------
-def parse_filter(schema: Schema, where: Any):
-    """`where` (filter text, expression or None) as an expression checked against `schema`."""
-    from unidb.query.filter import to_expr
-    expr = to_expr(where)
-    if expr is not None:
-        expr.validate(schema)
-    return expr
-
-
 def normalise_keys(schema: Schema, ids: Any) -> list:
     """`ids` checked as primary key values exactly as `add` checks them (one rule)."""
     if ids is None:
@@ -291,26 +278,3 @@ def normalise_keys(schema: Schema, ids: Any) -> list:
         ids = list(ids)
     pk = schema.primary_key
     return schema[pk].convert(pk, ids, len(ids)).to_pylist()
-
-
-def check_columns(schema: Schema, columns: Sequence[str] | None) -> list[str]:
-    """The column names a read asks for (all of them when None), checked."""
-    if columns is None:
-        return schema.names()
-    if isinstance(columns, str):
-        columns = [columns]
-    if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
-        raise QueryError(f"columns must be a list of column names, got {columns!r}")
-    cols = list(columns)
-    if len(set(cols)) != len(cols):
-        raise QueryError(f"columns {cols} name a column more than once")
-    bad = [c for c in cols if c not in schema and c != ROWID]
-    if bad:
-        raise QueryError(f"unknown column(s) {bad}; the table has {schema.names()}")
-    return cols
-
-
-def empty_table(schema: Schema, cols: list[str]) -> pa.Table:
-    fields = [schema.arrow.field(c) if c != ROWID else pa.field(ROWID, pa.int64())
-              for c in cols]
-    return pa.schema(fields).empty_table()

@@ -22,9 +22,13 @@ import numpy as np
 import pyarrow as pa
 
 from unidb.errors import ValidationError
+from unidb.query.codec import (B64, EXPR, decode_expr, decode_vector, depth, encode_vector,
+                               is_b64_vector, vector_shape)
 
-B64 = "b64"
-EXPR = "expr"
+__all__ = ["loads", "check_text", "depth", "encode_vector", "decode_vector", "vector_shape",
+           "to_jsonable", "from_jsonable", "decode_expr", "encode_rows", "decode_rows",
+           "count_rows", "encode_table", "decode_table", "B64", "EXPR", "MAX_JSON_DEPTH"]
+
 # Request values nest a few levels (a vector matrix is 2, a sparse vector or row is 2-3); a
 # bound far above that keeps every recursive walk over a request well inside Python's
 # recursion limit, so hostile nesting is a ValidationError, never a RecursionError.
@@ -81,66 +85,7 @@ def _check_str(s: str) -> None:
                               f"Unicode text") from None
 
 
-def depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), counting no further than limit + 1."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, (dict, list)):
-            d += 1
-            if d > deepest:
-                deepest = d
-                if d > limit:
-                    return d
-            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
-    return deepest
-
-
-# -- vectors -----------------------------------------------------------------------------------
-def encode_vector(a: Any) -> dict:
-    """A numeric array (any shape) as little-endian float32 base64 with its shape."""
-    arr = np.ascontiguousarray(np.asarray(a, dtype="<f4"))
-    return {B64: base64.b64encode(arr.tobytes()).decode("ascii"), "shape": list(arr.shape)}
-
-
-def decode_vector(d: Mapping) -> np.ndarray:
-    """The float32 array a `{"b64": ..., "shape": ...}` object holds."""
-    data = d.get(B64)
-    if not isinstance(data, str):
-        raise _bad_vector(f"'b64' must be a base64 string, got {type(data).__name__}")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except ValueError as e:
-        raise _bad_vector(f"'b64' is not base64: {e}") from None
-    if len(raw) % 4:
-        raise _bad_vector(f"{len(raw)} bytes is not a whole number of float32 values")
-    arr = np.frombuffer(raw, dtype="<f4")
-    shape = vector_shape(d)
-    if shape is not None:
-        if math.prod(shape) != arr.size:
-            raise _bad_vector(f"shape {shape} needs {math.prod(shape)} values, 'b64' holds "
-                              f"{arr.size}")
-        arr = arr.reshape(shape)
-    return arr.astype(np.float32, copy=False)
-
-
-def vector_shape(d: Mapping) -> list[int] | None:
-    """The checked `shape` of a b64 vector object: None or a list of non-negative ints."""
-    shape = d.get("shape")
-    if shape is None:
-        return None
-    if not isinstance(shape, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise _bad_vector(f"'shape' must be a list of non-negative integers like [n, dim], "
-                          f"got {shape!r}")
-    return shape
-
-
-def _bad_vector(why: str) -> ValidationError:
-    return ValidationError(f"bad base64 vector (expected {{'b64': little-endian float32, "
-                           f"'shape': [n, dim]}}): {why}")
-
-
+# -- vectors: the float32 base64 form lives beside the search request (unidb/query/codec.py) --
 def _numeric_matrix(values: Any) -> np.ndarray | None:
     """`values` as a 2-D float array when it is one (no None, equal lengths), else None."""
     if isinstance(values, np.ndarray):
@@ -202,7 +147,7 @@ def from_jsonable(v: Any, _depth: int = 0) -> Any:
     if _depth > MAX_JSON_DEPTH:
         raise ValidationError(f"request value nests deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(v, dict):
-        if B64 in v and set(v) <= {B64, "shape"}:
+        if is_b64_vector(v):
             return decode_vector(v)
         if EXPR in v and len(v) == 1:
             return decode_expr(v[EXPR])
@@ -210,18 +155,6 @@ def from_jsonable(v: Any, _depth: int = 0) -> Any:
     if isinstance(v, list):
         return [from_jsonable(x, _depth + 1) for x in v]
     return v
-
-
-def decode_expr(tree: Any):
-    """The filter Expr a `{"expr": ...}` tree describes, its depth bounded like filter text."""
-    from unidb.query.filter_tree import MAX_DEPTH, Expr
-    # An and/or level is two JSON levels (object, args list); text allows MAX_DEPTH levels.
-    limit = 2 * MAX_DEPTH + 2
-    if depth(tree, limit) > limit:
-        from unidb.errors import QueryError
-        raise QueryError(f"filter JSON nests deeper than {limit} levels (filter text allows "
-                         f"{MAX_DEPTH}); flatten the and/or/not tree")
-    return Expr.from_json(tree)
 
 
 # -- rows in -----------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ import numpy as np
 import pyarrow as pa
 
 from unidb.errors import NotFoundError
+from unidb.index.rowfilter import RowFilter
 
 
 class DataSource(Protocol):
     """What the executor needs from a table snapshot (all row ids are internal row ids)."""
 
     def live_rowmask(self) -> np.ndarray: ...
-    def filter_rowmask(self, expr) -> np.ndarray: ...
+    def row_filter(self, expr) -> RowFilter: ...
     def vector_column(self, name: str) -> tuple[int, str]: ...
     def vectors(self, name: str, row_ids: np.ndarray) -> np.ndarray: ...
     def flat_rows(self, name: str) -> tuple[np.ndarray, np.ndarray]: ...
@@ -77,11 +78,12 @@ class ArraySource:
     def live_rowmask(self) -> np.ndarray:
         return self._live
 
-    def filter_rowmask(self, expr) -> np.ndarray:
+    def row_filter(self, expr) -> RowFilter:
+        """The live rows that satisfy `expr` (every live row when None), evaluated once."""
         if expr is None:
-            return self._live.copy()
+            return RowFilter(self._live)
         self.filter_evaluations += 1
-        return self._live & evaluate_expr(expr, self.table)
+        return RowFilter(self._live & evaluate_expr(expr, self.table))
 
     def filter_rows(self, expr, row_ids: np.ndarray) -> np.ndarray:
         """The filter evaluated on the given rows only (bool per row id, live rows only)."""

@@ -16,7 +16,7 @@ import numpy as np
 from unidb.errors import ValidationError
 from unidb.index.flat.scan import exact_distances
 from unidb.query.explain import Explain
-from unidb.query.operators import TopK
+from unidb.query.operators import TopK, evaluated
 from unidb.query.plan import Plan, range_planned, topk_planned
 
 # Distance cells (left rows x right rows) computed per GEMM block: 4M float64 = 32 MB.
@@ -49,8 +49,7 @@ def join_batches(left, right, on: tuple[str, str], max_distance: float | None, k
     if ldim != rdim or lmetric != rmetric:
         raise ValidationError(f"join columns differ: {lcol} is {ldim}-d {lmetric}, "
                               f"{rcol} is {rdim}-d {rmetric}")
-    left_ids = np.flatnonzero(left.filter_rowmask(expr_left) if expr_left is not None
-                              else left.live_rowmask())
+    left_ids = evaluated(left, expr_left).row_ids()
     explain = Explain(operator="join")
     if isinstance(params.get("explain"), list):
         params["explain"].append(explain)
@@ -59,7 +58,7 @@ def join_batches(left, right, on: tuple[str, str], max_distance: float | None, k
     if plan.kind == "index":
         yield from _index_join(left, lcol, left_ids, plan, max_distance, k)
     else:
-        yield from _block_join(left, lcol, left_ids, right, rcol, plan.matching_rows(),
+        yield from _block_join(left, lcol, left_ids, right, rcol, plan.rows.row_ids(),
                                rmetric, max_distance, k, explain)
 
 
@@ -137,10 +136,8 @@ def nested_loop_join(left, right, on: tuple[str, str], max_distance: float | Non
     """Reference join: one exact distance vector per left row (tests and benchmarks)."""
     lcol, rcol = on
     _, metric = right.vector_column(rcol)
-    lids = np.flatnonzero(left.filter_rowmask(expr_left) if expr_left is not None
-                          else left.live_rowmask())
-    rids = np.flatnonzero(right.filter_rowmask(expr_right) if expr_right is not None
-                          else right.live_rowmask())
+    lids = evaluated(left, expr_left).row_ids()
+    rids = evaluated(right, expr_right).row_ids()
     rmat = right.vectors(rcol, rids)
     out_l, out_r, out_d = [], [], []
     for lid in lids.tolist():

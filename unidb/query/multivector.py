@@ -27,7 +27,7 @@ from unidb.errors import ValidationError
 from unidb.index.flat.scan import FlatScan, exact_distances, query_vector
 from unidb.query.explain import Explain
 from unidb.query.monotone import MonotoneDetector
-from unidb.query.operators import TopK, detector_params, is_strict, scan_budget
+from unidb.query.operators import TopK, detector_params, evaluated, is_strict, scan_budget, unseen
 
 SCHEDULES = ("auto", "adaptive", "round-robin")
 FINISH_CHUNK = 65_536        # rows gathered at once by the exact finish
@@ -96,7 +96,8 @@ def _open(source, column: str, q: np.ndarray, params: dict[str, Any]):
 def multivector_topk(source, queries: dict[str, np.ndarray], weights: dict[str, float] | None,
                      k: int, expr=None, params: dict[str, Any] | None = None
                      ) -> tuple[np.ndarray, np.ndarray, Explain]:
-    """Top-k rows by the weighted distance sum over several vector columns."""
+    """Top-k rows by the weighted distance sum over several vector columns; `expr` is a
+    filter or the query's RowFilter."""
     params = dict(params or {})
     if not queries:
         raise ValidationError("multi-vector search needs at least one (column, query) pair")
@@ -111,8 +112,8 @@ def multivector_topk(source, queries: dict[str, np.ndarray], weights: dict[str, 
     qs = {c: query_vector(q, source.vector_column(c)[0]) for c, q in queries.items()}
     live = source.live_rowmask()
     with explain.stage("filter"):
-        allow = source.filter_rowmask(expr) if expr is not None else live.copy()
-    matches = int(allow.sum())
+        rows = evaluated(source, expr)
+    matches = rows.count
     n_live = int(live.sum())
     k_eff = min(int(k), matches)
     explain.rows_total, explain.rows_matched = n_live, matches
@@ -156,7 +157,7 @@ def multivector_topk(source, queries: dict[str, np.ndarray], weights: dict[str, 
                 break        # a stream that ends has yielded every indexed row
             ids = b.row_ids[~seen[b.row_ids]]
             seen[ids] = True
-            ids = ids[allow[ids]]
+            ids = ids[rows.allows(ids)]
             if len(ids):
                 top.push(ids, _score(source, qs, weights, ids))
                 explain.distances_computed += len(ids) * len(qs)
@@ -174,7 +175,7 @@ def multivector_topk(source, queries: dict[str, np.ndarray], weights: dict[str, 
                 break
     if not finished:
         with explain.stage("exact-finish"):
-            rest = np.flatnonzero(allow & ~seen)
+            rest = unseen(rows, seen)
             for a in range(0, len(rest), FINISH_CHUNK):     # bounded memory on big tables
                 part = rest[a:a + FINISH_CHUNK]
                 top.push(part, _score(source, qs, weights, part))

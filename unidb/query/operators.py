@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from unidb.index.flat.scan import distances, exact_distances, query_vector
+from unidb.index.rowfilter import RowFilter
 
 # Rows a streaming operator may pull from an access path before it gives up on the index and
 # finishes exactly over the matching rows it has not seen (the completeness guarantee). Past
@@ -80,12 +81,23 @@ def anti_correlated(matched_seen: int, visited: int, selectivity: float) -> bool
     return z < -ANTI_Z
 
 
-def sampled_misses(source, column: str, query: np.ndarray, allow: np.ndarray,
+def evaluated(source, expr) -> RowFilter:
+    """The query's RowFilter: `expr` evaluated once on `source` (every live row when None);
+    a RowFilter, already evaluated, passes through."""
+    return expr if isinstance(expr, RowFilter) else source.row_filter(expr)
+
+
+def unseen(rows: RowFilter, seen: np.ndarray) -> np.ndarray:
+    """Allowed row ids a scan has not yielded yet, ascending."""
+    return np.flatnonzero(rows.mask & ~seen[:rows.size])
+
+
+def sampled_misses(source, column: str, query: np.ndarray, rows: RowFilter,
                    seen: np.ndarray, lo: float | None, hi: float | None,
                    sample: int = CHECK_SAMPLE) -> tuple[float, int]:
     """Estimated number of allowed rows not yet seen that fall in [lo, hi]: score a random
     sample of them exactly and scale up. Returns (estimate, rows scored)."""
-    rest = np.flatnonzero(allow & ~seen[:len(allow)])
+    rest = unseen(rows, seen)
     if len(rest) == 0:
         return 0.0, 0
     rng = np.random.default_rng(CHECK_SEED)

@@ -22,9 +22,10 @@ import numpy as np
 
 from unidb.errors import ValidationError
 from unidb.query.explain import Explain
-from unidb.query.operators import (RANGE_MISS_TOLERANCE, TopK, detector_params,
+from unidb.index.rowfilter import RowFilter
+from unidb.query.operators import (RANGE_MISS_TOLERANCE, TopK, detector_params, evaluated,
                                    exact_range_over, exact_topk_over, rescore, sampled_misses,
-                                   scan_budget, stop_statistic)
+                                   scan_budget, stop_statistic, unseen)
 from unidb.query.range import sort_result, stream_range
 from unidb.query.topk import finish_exact, stream_topk
 
@@ -113,39 +114,51 @@ def _bounds_in_key_type(b: tuple, keys: np.ndarray | None) -> tuple:
 
 
 def _filter_rows(source, expr, rows: np.ndarray) -> np.ndarray:
+    """The rows of `rows` that are live and match `expr`: evaluated on those rows only when the
+    source can (ArraySource), else read from the filter evaluated once on every row."""
     if hasattr(source, "filter_rows"):
         return rows[source.filter_rows(expr, rows)]
-    return rows[source.filter_rowmask(expr)[rows]]
+    return rows[source.row_filter(expr).allows(rows)]
+
+
+def select_rows(source, expr, params: dict[str, Any], n_live: int) -> RowFilter:
+    """The query's RowFilter, its filter evaluated once (plan items 1-2): on the few rows an
+    indexed range selects when one qualifies ("scalar-driven"), else on every row. A RowFilter
+    passes through (its caller evaluated the filter already)."""
+    if isinstance(expr, RowFilter):
+        return expr
+    if params.get("force_plan") in (None, "scalar"):
+        drive = _scalar_candidates(source, expr, n_live, params)
+        if drive is not None:
+            c, b, cand = drive
+            return RowFilter.from_rows(
+                _filter_rows(source, expr, cand), len(source.live_rowmask()),
+                driven_by=f"range on indexed column {c!r} {b} selects {len(cand):,} rows "
+                          f"(<= {SCALAR_DRIVE_SELECTIVITY:.1%} of live rows)")
+    return evaluated(source, expr)
 
 
 class Plan:
-    """The filter stage shared by every operator: which rows match and which path to take."""
+    """The filter stage shared by every operator: which rows match and which path to take.
+
+    `expr` is a filter (evaluated here, once) or the query's RowFilter (evaluated by the
+    caller, once for all the query vectors of a request)."""
 
     def __init__(self, source, column: str, expr, params: dict[str, Any], explain: Explain,
                  k: int | None):
         self.source, self.column, self.params, self.explain = source, column, params, explain
-        live = source.live_rowmask()
-        self.n_live = int(live.sum())
+        self.n_live = int(source.live_rowmask().sum())
         explain.rows_total = self.n_live
-        self.mask: np.ndarray | None = None
-        self.rows: np.ndarray | None = None          # matching row ids when known explicitly
         force = params.get("force_plan")
         with explain.stage("filter"):
-            drive = _scalar_candidates(source, expr, self.n_live, params) \
-                if force in (None, "scalar") else None
-            if drive is not None:
-                c, b, cand = drive
-                self.rows = np.sort(_filter_rows(source, expr, cand))
-                self.matches = len(self.rows)
-                self.kind = "scalar"
-                explain.plan = "scalar-driven"
-                explain.reason = (f"range on indexed column {c!r} {b} selects {len(cand):,} rows "
-                                  f"(<= {SCALAR_DRIVE_SELECTIVITY:.1%} of live rows)")
-                explain.rows_matched = self.matches
-                return
-            self.mask = source.filter_rowmask(expr) if expr is not None else live.copy()
-            self.matches = int(self.mask.sum())
+            self.rows = select_rows(source, expr, params, self.n_live)
+        self.matches = self.rows.count
         explain.rows_matched = self.matches
+        if self.rows.driven_by is not None:
+            self.kind = "scalar"
+            explain.plan = "scalar-driven"
+            explain.reason = self.rows.driven_by
+            return
         index = source.vector_index(column)
         dim, _ = source.vector_column(column)
         threshold = max(1, EXACT_MAX_CELLS // max(dim, 1))
@@ -166,17 +179,6 @@ class Plan:
             self.try_postfilter = (force != "index" and hasattr(index, "search") and
                                    self.matches >= POSTFILTER_MIN_SELECTIVITY * self.n_live)
 
-    def matching_rows(self) -> np.ndarray:
-        if self.rows is None:
-            self.rows = np.flatnonzero(self.mask)
-        return self.rows
-
-    def allow_mask(self) -> np.ndarray:
-        if self.mask is None:
-            self.mask = np.zeros(len(self.source.live_rowmask()), dtype=bool)
-            self.mask[self.rows] = True
-        return self.mask
-
 
 def _open_scan(plan: Plan, q: np.ndarray):
     return plan.index.scan(q, **_scan_knobs(plan.params))
@@ -192,7 +194,7 @@ def _postfilter(plan: Plan, q: np.ndarray, k_eff: int):
     ids = ids[0][ids[0] >= 0]
     explain.candidates_visited += len(ids)
     explain.effective_k_prime += kprime
-    hit = ids[plan.allow_mask()[ids]]
+    hit = ids[plan.rows.allows(ids)]
     if len(hit) < k_eff:
         explain.details["postfilter"] = f"k'={kprime}: {len(hit)} of {k_eff} rows; streaming"
         return None
@@ -223,21 +225,20 @@ def topk_planned(plan: Plan, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
         ids, d = fast
     elif plan.kind in ("exact", "scalar"):
         with explain.stage("exact-scan"):
-            rows = plan.matching_rows()
+            rows = plan.rows.row_ids()
             ids, d = exact_topk_over(source, column, q, rows, k_eff, plan.n_live)
         explain.candidates_visited = explain.distances_computed = len(rows)
         explain.stop_reason = "exact over matching rows"
     else:
-        allow = plan.allow_mask()
-        seen = np.zeros(len(allow), dtype=bool)
+        seen = np.zeros(plan.rows.size, dtype=bool)
         with explain.stage("index-stream"):
             scan = _open_scan(plan, q)
             E, w = detector_params(scan, k_eff, params, plan.index)
-            top, seen, done = stream_topk(scan, k, allow, plan.matches, E, w,
+            top, seen, done = stream_topk(scan, k, plan.rows, plan.matches, E, w,
                                           scan_budget(plan.n_live, params), explain, seen,
                                           stop_statistic(scan, params))
         if not done:
-            top = finish_exact(source, column, q, top, allow, seen, explain)
+            top = finish_exact(source, column, q, top, plan.rows, seen, explain)
         ids, d = top.result()
     if len(ids) != k_eff:      # the completeness guarantee is an invariant, never a hope
         raise AssertionError(f"top-k returned {len(ids)} rows, guaranteed {k_eff}")
@@ -251,23 +252,22 @@ def range_planned(plan: Plan, q: np.ndarray, lo: float | None, hi: float | None
     source, column, explain, params = plan.source, plan.column, plan.explain, plan.params
     if plan.kind in ("exact", "scalar"):
         with explain.stage("exact-scan"):
-            rows = plan.matching_rows()
+            rows = plan.rows.row_ids()
             ids, d = sort_result(*exact_range_over(source, column, q, rows, lo, hi, plan.n_live))
         explain.candidates_visited = explain.distances_computed = len(rows)
         explain.stop_reason = "exact over matching rows"
     else:
-        allow = plan.allow_mask()
-        seen = np.zeros(len(allow), dtype=bool)
+        seen = np.zeros(plan.rows.size, dtype=bool)
         with explain.stage("index-stream"):
             scan = _open_scan(plan, q)
             E, w = detector_params(scan, 1, params, plan.index)
-            chunks_i, chunks_d, done = stream_range(scan, lo, hi, allow, plan.matches, E, w,
+            chunks_i, chunks_d, done = stream_range(scan, lo, hi, plan.rows, plan.matches, E, w,
                                                     scan_budget(plan.n_live, params), explain,
                                                     seen, params.get("stop_stat", "median"))
         if done and explain.stop_reason.startswith("monotone"):
             with explain.stage("completeness-check"):
                 found = sum(len(c) for c in chunks_i)
-                missed, scored = sampled_misses(source, column, q, allow, seen, lo, hi)
+                missed, scored = sampled_misses(source, column, q, plan.rows, seen, lo, hi)
             explain.distances_computed += scored
             explain.details["estimated_unseen_in_range"] = round(missed, 1)
             if missed > RANGE_MISS_TOLERANCE * max(found + missed, 1):
@@ -275,7 +275,7 @@ def range_planned(plan: Plan, q: np.ndarray, lo: float | None, hi: float | None
                 done = False
         if not done:
             with explain.stage("exact-finish"):
-                rest = np.flatnonzero(allow & ~seen)
+                rest = unseen(plan.rows, seen)
                 ids, d = exact_range_over(source, column, q, rest, lo, hi, plan.n_live)
                 chunks_i.append(ids)
                 chunks_d.append(d)
@@ -286,5 +286,5 @@ def range_planned(plan: Plan, q: np.ndarray, lo: float | None, hi: float | None
     return ids, d
 
 
-__all__ = ["Plan", "topk_planned", "range_planned", "plan_params", "PLANS", "EXACT_MAX_CELLS",
+__all__ = ["Plan", "select_rows", "topk_planned", "range_planned", "plan_params", "PLANS", "EXACT_MAX_CELLS",
            "POSTFILTER_MIN_SELECTIVITY", "SCALAR_DRIVE_SELECTIVITY"]

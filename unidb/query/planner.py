@@ -2,8 +2,11 @@
 similarity join over a DataSource (ALGORITHMS.md §1).
 
 Each builds one `Plan` (unidb/query/plan.py: the filter stage and the cost-based choice of
-path, shared with the join) and runs its operator on it. The thresholds that choose the path
-are named in plan.py and re-exported here.
+path, shared with the join) and runs its operator on it. `expr` is a filter (evaluated once by
+the plan) or the query's `RowFilter`, already evaluated by a caller that runs several query
+vectors on one filter (`select_rows` makes it). `k` is checked by the caller (the request's
+one rule, unidb/query/request.py); 0 asks for no rows. The thresholds that choose the path are
+named in plan.py and re-exported here.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from unidb.query.join import join_batches
 from unidb.query.multivector import multivector_topk
 from unidb.query.plan import (EXACT_MAX_CELLS, POSTFILTER_MIN_SELECTIVITY,
                               SCALAR_DRIVE_SELECTIVITY, Plan, plan_params, range_planned,
-                              topk_planned)
+                              select_rows, topk_planned)
 
 
 def execute_topk(source, column: str, query: np.ndarray, k: int, expr=None,
@@ -27,8 +30,6 @@ def execute_topk(source, column: str, query: np.ndarray, k: int, expr=None,
                  ) -> tuple[np.ndarray, np.ndarray, Explain]:
     """The k nearest live rows to `query` on `column` that satisfy `expr`: (ids, distances,
     Explain), nearest first; always min(k, matching rows) rows."""
-    if int(k) < 0:
-        raise ValidationError(f"k must be >= 0, got {k}")
     params = plan_params(params)
     explain = Explain(operator="topk")
     t0 = time.perf_counter()
@@ -79,4 +80,5 @@ def similarity_join(left_source, right_source, on: tuple[str, str],
 
 
 __all__ = ["execute_topk", "execute_range", "execute_multivector", "similarity_join",
+           "select_rows",
            "EXACT_MAX_CELLS", "POSTFILTER_MIN_SELECTIVITY", "SCALAR_DRIVE_SELECTIVITY"]

@@ -10,6 +10,7 @@ import numpy as np
 
 from unidb.query.explain import Explain
 from unidb.index.iterator import ScanIterator
+from unidb.index.rowfilter import RowFilter
 from unidb.query.monotone import MonotoneDetector
 from unidb.query.operators import anti_correlated, first_sightings, tail_is_cheap
 
@@ -24,11 +25,12 @@ def in_range(d: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
 
 
 def stream_range(scan: ScanIterator, lo: float | None, hi: float | None,
-                 allow: np.ndarray | None, matches: int, E: int, w: int | None, budget: int,
+                 rows: RowFilter | None, matches: int, E: int, w: int | None, budget: int,
                  explain: Explain, seen: np.ndarray | None = None, stop_stat: str = "median"
                  ) -> tuple[list, list, bool]:
-    """Pull until the stop rule; return (id chunks, distance chunks, finished). `finished` is
-    False when the matching rows not yet seen must still be scored exactly."""
+    """Pull until the stop rule; return (id chunks, distance chunks, finished). `rows` is the
+    query's RowFilter (None = every row); `finished` is False when the matching rows not yet
+    seen must still be scored exactly."""
     det = MonotoneDetector(E, w)
     past = det.window_min_exceeds if stop_stat == "min" else det.median_exceeds
     out_ids, out_d = [], []
@@ -47,8 +49,8 @@ def stream_range(scan: ScanIterator, lo: float | None, hi: float | None,
         det.observe(d)
         ids, d = first_sightings(seen, ids, d)          # a replicated row counts once
         ok = in_range(d, lo, hi)
-        if allow is not None:
-            allowed = allow[ids]
+        if rows is not None:
+            allowed = rows.allows(ids)
             ok &= allowed
             matched_seen += int(allowed.sum())
         else:
@@ -59,7 +61,7 @@ def stream_range(scan: ScanIterator, lo: float | None, hi: float | None,
         if matched_seen >= matches:
             explain.stop_reason = "all matching rows seen"
             break
-        if allow is not None and det.monotone and anti_correlated(matched_seen, visited,
+        if rows is not None and det.monotone and anti_correlated(matched_seen, visited,
                                                                   selectivity):
             explain.stop_reason = "correlation guard: visited rows match far less than the table"
             finished = False

@@ -16,25 +16,26 @@ import numpy as np
 
 from unidb.query.explain import Explain
 from unidb.index.iterator import ScanIterator
+from unidb.index.rowfilter import RowFilter
 from unidb.query.monotone import MonotoneDetector
 from unidb.query.operators import (TopK, anti_correlated, exact_topk_over, first_sightings,
-                                    tail_is_cheap)
+                                    tail_is_cheap, unseen)
 
 
-def stream_topk(scan: ScanIterator, k: int, allow: np.ndarray | None, matches: int,
+def stream_topk(scan: ScanIterator, k: int, rows: RowFilter | None, matches: int,
                 E: int, w: int | None, budget: int, explain: Explain,
                 seen: np.ndarray | None = None, stop_stat: str = "median"
                 ) -> tuple[TopK, np.ndarray, bool]:
     """Pull from `scan` until the stop rule holds; return (top-k, seen mask, finished).
 
-    `allow` is a bool mask by row id (None = every row); `matches` the exact number of allowed
+    `rows` is the query's RowFilter (None = every row); `matches` the exact number of allowed
     rows, so the scan also stops once all of them are held. `finished` is False when the
     budget ran out or the scan ended before the guarantee was met."""
     k_eff = min(k, matches)
     top = TopK(k_eff)
     matched_seen = 0
     exhausted = guard = False
-    n_rows = int(len(allow)) if allow is not None else 0
+    n_rows = rows.size if rows is not None else 0
     selectivity = matches / max(int(explain.rows_total) or n_rows, 1)
     det = MonotoneDetector(E, w)
     past = det.window_min_exceeds if stop_stat == "min" else det.median_exceeds
@@ -53,8 +54,8 @@ def stream_topk(scan: ScanIterator, k: int, allow: np.ndarray | None, matches: i
         visited += len(ids)
         det.observe(d)
         ids, d = first_sightings(seen, ids, d)          # a replicated row counts once
-        if allow is not None:
-            ok = allow[ids]
+        if rows is not None:
+            ok = rows.allows(ids)
             ids, d = ids[ok], d[ok]
         matched_seen += len(ids)
         top.push(ids, d)
@@ -86,10 +87,10 @@ def stream_topk(scan: ScanIterator, k: int, allow: np.ndarray | None, matches: i
     return top, seen, len(top) >= k_eff and not explain.budget_exhausted and not tail
 
 
-def finish_exact(source, column: str, query: np.ndarray, top: TopK, allow: np.ndarray,
+def finish_exact(source, column: str, query: np.ndarray, top: TopK, rows: RowFilter,
                  seen: np.ndarray, explain: Explain) -> TopK:
     """Score the allowed rows not yet seen exactly and merge them into `top`."""
-    rest = np.flatnonzero(allow & ~seen[:len(allow)])
+    rest = unseen(rows, seen)
     with explain.stage("exact-finish"):
         ids, d = exact_topk_over(source, column, query, rest, top.k)
     explain.exact_finish_rows += len(rest)

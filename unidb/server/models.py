@@ -1,22 +1,23 @@
-"""Request bodies of the REST endpoints (they also make the OpenAPI document), the error body,
-and the checks of builder-step options that belong to the HTTP boundary.
+"""Request bodies of the REST endpoints (they also make the OpenAPI document) and the error
+body.
 
 Values stay loosely typed (`Any`) where the embedded API accepts many forms; the embedded
 call validates them and its error comes back as the same class. What only a wire request can
-get wrong (a primary key that is not a key, a knob that is not a number) is typed here.
+get wrong (a primary key that is not a key) is typed here. The search body is a
+`SearchRequest` in its JSON form, documented (not parsed) by `SearchRequestBody`.
 """
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr,
-                      ValidationError as PydanticError)
-
-from typing_extensions import TypedDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from typing_extensions import NotRequired, TypedDict
 
 from unidb import errors as E
-from unidb.errors import QueryError
+from unidb.query.knobs import (FORCE_PLANS, FUSE_METHODS, MAX_NPROBE, MAX_WINDOW_ROWS,
+                               NORMALIZE, STOP_STATS)
+from unidb.query.multivector import SCHEDULES
+from unidb.query.request import DEFAULT_LIMIT, MAX_LIMIT
 
 VectorEncoding = Literal["list", "b64"]
 
@@ -32,18 +33,6 @@ Filter = Union[str, FilterTree, None]
 # Primary keys are Int64 or String columns: one key or a list of keys.
 Key = Union[StrictInt, StrictStr]
 Ids = Union[Key, list[Key], None]
-# Probing more partitions than this is never useful (indexes cap partitions far below it) and
-# sizes per-query buffers: 10^12 was a MemoryError, not an answer.
-MAX_NPROBE = 1 << 20
-
-
-def _finite(v: float) -> float:
-    if not math.isfinite(v):
-        raise ValueError(f"must be a finite number, got {v}")
-    return v
-
-
-Finite = Annotated[float, AfterValidator(_finite)]
 
 
 class ErrorDetail(BaseModel):
@@ -96,39 +85,6 @@ def error_responses(role: str, forbidden: bool) -> dict[int, dict]:
     return {c: {"model": ErrorBody, "description": ERROR_STATUSES[c]} for c in sorted(codes)}
 
 
-class SearchKnobs(BaseModel):
-    """`.params(...)` knobs the wire checks: index knobs are positive integers."""
-    model_config = ConfigDict(extra="allow")
-    nprobe: int | None = Field(None, ge=1, le=MAX_NPROBE)
-    max_partitions: int | None = Field(None, ge=1, le=MAX_NPROBE)
-    eps2: Finite | None = Field(None, ge=0)
-
-
-class FuseOptions(BaseModel):
-    """`.fuse(method, ...)` options: rrf's k is positive; linear weights are numbers."""
-    model_config = ConfigDict(extra="allow")
-    k: Finite | None = Field(None, gt=0)
-    weights: dict[str, Finite] | list[Finite] | None = None
-    normalize: str | None = None
-
-
-STEP_OPTIONS: dict[str, type[BaseModel]] = {"params": SearchKnobs, "fuse": FuseOptions}
-
-
-def check_step_options(method: str, bound: dict[str, Any]) -> None:
-    """QueryError when a builder step's options are not of the form the wire allows."""
-    model = STEP_OPTIONS.get(method)
-    if model is None:
-        return
-    try:
-        model.model_validate({k: v for k, v in bound.items() if k in model.model_fields})
-    except PydanticError as e:
-        first = e.errors()[0]
-        where = first["loc"][0] if first["loc"] else "options"
-        raise QueryError(f"search step {method!r}: {where} {first['msg'].lower()}, got "
-                         f"{first.get('input')!r}") from None
-
-
 class CreateTableBody(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     name: str
@@ -168,20 +124,123 @@ class ScanBody(BaseModel):
     vectors: VectorEncoding = "list"
 
 
-class SearchBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"search": {"vector": [0.1, 0.2, 0.3, 0.4]},
-         "steps": [["where", ["price < 9"], {}], ["limit", [5], {}]]},
-        {"search": {"vector": [0.1, 0.2, 0.3, 0.4], "text": "red shoe"},
-         "steps": [["fuse", ["rrf"], {"k": 60}], ["select", [["id", "price"]], {}]]}]})
-    search: dict[str, Any] = Field(default_factory=dict, description=(
-        "Table.search() keyword arguments: vector, column, text, sparse, vectors, weights"))
-    steps: list[list[Any]] = Field(default_factory=list, description=(
-        "builder calls in order, each [method, args, kwargs], e.g. ['where', ['price < 9'], {}]"
-        ", ['limit', [10], {}], ['fuse', ['rrf'], {}]"))
-    explain: bool = Field(False, description="return .explain() instead of rows")
-    explain_run: bool = True
-    vectors: VectorEncoding = "list"
+# -- the search request (unidb/query/request.py) -----------------------------------------------
+# These models document `SearchRequest.to_json()` for the OpenAPI document; the route reads the
+# body with `SearchRequest.from_json`, which refuses everything they refuse (and more: names
+# and dimensions the table's schema decides), with the error classes of the embedded API.
+class B64Vector(TypedDict):
+    """A float32 vector or matrix: little-endian bytes, base64, and its shape."""
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    b64: str
+    shape: NotRequired[list[Annotated[StrictInt, Field(ge=0)]] | None]
+
+
+# One query vector, a batch of them (one result list per vector), or either as base64.
+QueryVector = Union[list[float], list[list[float]], B64Vector]
+Weight = Annotated[float, Field(ge=0)]
+
+
+class SparseQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    indices: list[StrictInt] = Field(description="term ids, 0..2^31-1, each once")
+    values: list[float] = Field(description="their weights")
+
+
+class DistanceRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: float | None = None
+    max: float | None = None
+
+
+class Fuse(BaseModel):
+    """How a hybrid search combines its sources (`.fuse(method, ...)`)."""
+    model_config = ConfigDict(extra="forbid")
+    method: Literal[FUSE_METHODS] = "rrf"  # type: ignore[valid-type]
+    k: Weight | None = Field(None, description="rrf: rank offset (60 by default)")
+    weights: dict[str, Weight] | list[Weight] | None = Field(
+        None, description="linear: one weight per source, by kind ('vector', 'text', "
+                          "'sparse'), by 'kind:column', or as a list in that order")
+    normalize: Literal[NORMALIZE] | None = None  # type: ignore[valid-type]
+
+
+Probe = Annotated[StrictInt, Field(ge=1, le=MAX_NPROBE)]
+Rows = Annotated[StrictInt, Field(ge=1, le=MAX_WINDOW_ROWS)]
+Limit = Annotated[StrictInt, Field(ge=1, le=MAX_LIMIT)]
+
+
+class ScanKnobs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_partitions: Probe | None = None
+    eps2: Weight | None = None
+    max_partitions: Probe | None = None
+
+
+class Knobs(BaseModel):
+    """`.params(...)`: per-query knobs of the access path (null = the default)."""
+    model_config = ConfigDict(extra="forbid")
+    nprobe: Probe | None = None
+    max_partitions: Probe | None = None
+    eps2: Weight | None = None
+    E: Rows | None = None
+    w: Rows | Literal["growing"] | None = None
+    budget: Annotated[StrictInt, Field(ge=0)] | None = None
+    force_plan: Literal[FORCE_PLANS] | None = None  # type: ignore[valid-type]
+    scan_knobs: ScanKnobs | None = None
+    stop_stat: Literal[STOP_STATS] | None = None  # type: ignore[valid-type]
+    schedule: Literal[SCHEDULES] | None = None  # type: ignore[valid-type]
+    batch_size: Rows | None = None
+    exact: StrictBool | None = None
+
+
+class SearchRequestBody(BaseModel):
+    """A search: `SearchRequest.to_json()`. Give vector, text, sparse or vectors; with a vector
+    and text/sparse the search is hybrid."""
+    model_config = ConfigDict(extra="forbid", title="SearchRequest", json_schema_extra={
+        "examples": [
+            {"vector": [0.1, 0.2, 0.3, 0.4], "where": "price < 9", "limit": 5},
+            {"vector": [0.1, 0.2, 0.3, 0.4], "text": "red shoe", "fuse": {"method": "rrf",
+             "k": 60}, "select": ["id", "price"]},
+            {"vector": {"b64": "zczMPc3MTD6amZk+zczMPg==", "shape": [4]},
+             "distance_range": {"max": 0.5}, "params": {"nprobe": 16}}]})
+    vector: QueryVector | None = Field(None, description="kNN / range query: one vector, or a "
+                                                          "batch (one result list per vector)")
+    column: StrictStr | None = Field(None, description="the vector column (inferred when the "
+                                                       "table has one)")
+    text: StrictStr | None = Field(None, description="BM25 query text")
+    text_column: StrictStr | None = None
+    sparse: SparseQuery | None = None
+    sparse_column: StrictStr | None = None
+    vectors: dict[str, QueryVector] | None = Field(
+        None, description="multi-vector: {column: one query vector}")
+    weights: dict[str, Weight] | None = Field(None, description="multi-vector: {column: weight}")
+    where: Filter = Field(None, description="filter text, or {'expr': Expr.to_json()}")
+    limit: Limit | None = Field(
+        None, description=f"rows per query ({DEFAULT_LIMIT} unless set; a distance range "
+                          f"returns every row in range unless set)")
+    distance_range: DistanceRange | None = None
+    select: list[StrictStr] | StrictStr | None = Field(
+        None, description="result columns (the primary key is always returned)")
+    fuse: Fuse | None = None
+    params: Knobs | None = None
+
+
+def search_request_schema() -> dict[str, Any]:
+    """The JSON schema of a search request body, self-contained (no $refs), for the route's
+    OpenAPI `requestBody`."""
+    schema = SearchRequestBody.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(v: Any) -> Any:
+        if isinstance(v, dict):
+            ref = v.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline({**defs[ref.rsplit("/", 1)[1]],
+                               **{k: x for k, x in v.items() if k != "$ref"}})
+            return {k: inline(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [inline(x) for x in v]
+        return v
+    return inline(schema)
 
 
 class IndexBody(BaseModel):

@@ -1,16 +1,16 @@
 """The REST endpoints: tables, rows, search, indexes, SQL, and operations.
 
-Each endpoint is a thin shell over the embedded `Database`/`Table`/`SearchBuilder`: decode
-the JSON body (b64 vectors, filter trees), check the request limits, run the call in a worker
-thread, encode the result. Reads run under the query timeout; writes are never cut short, so
-a write the server acknowledged is a write the database committed.
+Each endpoint is a thin shell over the embedded `Database`/`Table` and the search executor:
+decode the JSON body (b64 vectors, filter trees; a search body is a `SearchRequest`), check the
+request limits, run the call in a worker thread, encode the result. Reads run under the query
+timeout; writes are never cut short, so a write the server acknowledged is a write the
+database committed.
 
 Every route names the role it needs in its OpenAPI `x-unidb-role` ("none", "read" or
 "admin"); the `Gate` middleware (app.py) enforces it before the body is read.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any, Callable
 
@@ -21,23 +21,27 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from unidb.api.search import SearchBuilder
-from unidb.api.table import Table
+from unidb.api import execute
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
 from unidb.protocol import wire
+from unidb.query.request import SearchRequest
 from unidb.server.models import (BackupBody, CountBody, CreateTableBody, DeleteBody,
-                                 GetBody, IndexBody, RestoreBody, RowsBody, ScanBody, SearchBody,
-                                 SqlBody, UpdateBody, check_step_options, error_responses)
+                                 GetBody, IndexBody, RestoreBody, RowsBody, ScanBody, SqlBody,
+                                 UpdateBody, VectorEncoding, error_responses,
+                                 search_request_schema)
 from unidb.server.sqlguard import sql_is_read_only
 
 NONE, READ, ADMIN = "none", "read", "admin"
-# Builder methods that produce results: called by the server itself, never replayed as steps.
-TERMINALS = frozenset({"to_arrow", "to_pandas", "to_list", "explain"})
 
 
-def role(r: str, forbidden: bool = False) -> dict:
-    """Route options: the role it needs and the error answers it documents."""
-    return {"openapi_extra": {"x-unidb-role": r}, "responses": error_responses(r, forbidden)}
+def role(r: str, forbidden: bool = False, body: dict | None = None) -> dict:
+    """Route options: the role it needs, the error answers it documents, and the JSON schema
+    of a body the route reads itself (`body`)."""
+    extra: dict[str, Any] = {"x-unidb-role": r}
+    if body is not None:
+        extra["requestBody"] = {"required": True,
+                                "content": {"application/json": {"schema": body}}}
+    return {"openapi_extra": extra, "responses": error_responses(r, forbidden)}
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -290,87 +294,45 @@ async def scan_rows(request: Request, name: str, body: ScanBody):
     return JSON(_table_json(await read_call(request, run), body.vectors))
 
 
-@router.post("/tables/{name}/search", **role(READ))
-async def search(request: Request, name: str, body: SearchBody):
-    """Any Table.search(...) chain: the arguments, then the builder steps replayed in order."""
-    kwargs = {k: wire.from_jsonable(v) for k, v in body.search.items()}
-    _bind(Table.search, [], kwargs, "search()")
+@router.post("/tables/{name}/search", **role(READ, body=search_request_schema()))
+async def search(request: Request, name: str, vectors: VectorEncoding = "list",
+                 explain: bool = False):
+    """Run a search: the body is a `SearchRequest` as JSON (`SearchRequest.to_json()`). The
+    answer holds the rows (and, with ?explain=true, the explain record of each query)."""
+    body = await _json_body(request)
     limits = _limits(request)
-    nq = _count_queries(kwargs)
-    limits.check_queries(nq)
-    steps = [_step(limits, step) for step in body.steps]
+    if isinstance(body, dict) and body.get("where") is not None:
+        where = body["where"]
+        limits.check_filter(where if isinstance(where, str) else json.dumps(where))
+    req = SearchRequest.from_json(body)
+    limits.check_queries(req.num_queries)
+    if req.limit is not None:
+        limits.check_k(req.limit)
 
     def run():
-        b = _db(request).open_table(name).search(**kwargs)
-        for method, args, kw in steps:
-            getattr(b, method)(*args, **kw)
-        if body.explain:
-            ex = b.explain(run=body.explain_run)
-            if isinstance(ex, list):            # one per query vector
-                return {"explain": [_explain_doc(e) for e in ex], "text": [str(e) for e in ex]}
-            return {"explain": _explain_doc(ex), "text": str(ex)}
-        out = b.to_arrow()
+        result = execute.run(req, _db(request).open_table(name))
+        out = result.to_arrow()
         limits.check_result(out.num_rows)
-        return {"single": "_query" not in out.column_names, "num_queries": nq,
-                "table": _table_json(out, body.vectors)}
+        doc = {"single": result.single, "num_queries": len(result.row_ids),
+               "value_column": result.value_column, "table": _table_json(out, vectors)}
+        if explain:
+            doc["explain"] = [_explain_doc(e) for e in result.explain]
+            doc["text"] = [str(e) for e in result.explain]
+        return doc
     return JSON(await read_call(request, run))
 
 
-def _step(limits, step: list) -> tuple[str, list, dict]:
-    """One `[method, args, kwargs]` builder step, checked before anything runs: a public
-    builder method, arguments that fit its signature, and the server's limits."""
-    if not step or not isinstance(step[0], str) or len(step) > 3:
-        raise QueryError(f"a search step is [method, args, kwargs], got {step!r}")
-    method = step[0]
-    raw_args = step[1] if len(step) > 1 and step[1] is not None else []
-    raw_kw = step[2] if len(step) > 2 and step[2] is not None else {}
-    if not isinstance(raw_args, list) or not isinstance(raw_kw, dict):
-        raise QueryError(f"search step {method!r}: args must be a list and kwargs an object, "
-                         f"got {step!r}")
-    fn = getattr(SearchBuilder, method, None)
-    if method.startswith("_") or method in TERMINALS or not callable(fn):
-        raise QueryError(f"unknown search step {method!r}")
-    if method == "where":
-        raw = raw_args[0] if raw_args else raw_kw.get("filter")
-        limits.check_filter(raw if isinstance(raw, str) else json.dumps(raw))
-    args, kw = wire.from_jsonable(raw_args), wire.from_jsonable(raw_kw)
-    bound = _bind(fn, args, kw, f"search step {method!r}")
-    if method == "limit":
-        limits.check_k(bound.get("k"))
-    if method == "select":
-        _columns(bound.get("columns"))
-    check_step_options(method, bound)
-    return method, args, kw
-
-
-def _bind(fn, args: list, kwargs: dict, what: str) -> dict:
-    """The arguments `fn` would receive (self excluded); QueryError if they do not fit it."""
-    sig = inspect.signature(fn)
+async def _json_body(request: Request) -> Any:
+    """The body of a route that reads its own JSON (a ValidationError if it is not JSON)."""
     try:
-        bound = sig.bind(None, *args, **kwargs)
-    except TypeError as e:
-        raise QueryError(f"bad arguments for {what}: {e}") from None
-    out = dict(bound.arguments)
-    out.pop(next(iter(sig.parameters)), None)                        # self
-    for name, p in sig.parameters.items():
-        if p.kind is p.VAR_KEYWORD and name in out:                  # **options, flattened
-            out.update(out.pop(name))
-    return out
+        return await request.json()
+    except ValueError:
+        raise ValidationError("the request body is not JSON; send a JSON object with "
+                              "Content-Type: application/json") from None
 
 
 def _explain_doc(ex: Any) -> Any:
     return ex.to_dict() if hasattr(ex, "to_dict") else ex
-
-
-def _count_queries(kwargs: dict) -> int:
-    v = kwargs.get("vector")
-    if v is None:
-        return 1
-    try:
-        a = np.asarray(v, dtype=np.float64) if not isinstance(v, np.ndarray) else v
-    except (TypeError, ValueError):
-        return 1
-    return int(a.shape[0]) if a.ndim == 2 else 1
 
 
 @router.post("/tables/{name}/indexes", **role(ADMIN))

@@ -1,12 +1,13 @@
 """Vector blocks: a SELECT over one unidb table that its native search answers.
 
-    ORDER BY d(col, q) LIMIT k                 -> t.search(q).where(f).limit(k)   filtered top-k
-    WHERE d(col, q) < r                        -> t.search(q).distance_range(max=r).where(f)
-    ORDER BY w1*d(a, q1) + w2*d(b, q2) LIMIT k -> t.search(vectors=, weights=)    multi-vector
-    ORDER BY bm25(col, 'q') DESC LIMIT k       -> t.search(text='q')
+    ORDER BY d(col, q) LIMIT k                 -> SearchRequest(vector=q, where=f, limit=k)
+    WHERE d(col, q) < r                        -> SearchRequest(vector=q, distance_range=(,r))
+    ORDER BY w1*d(a, q1) + w2*d(b, q2) LIMIT k -> SearchRequest(vectors=, weights=)  multi-vector
+    ORDER BY bm25(col, 'q') DESC LIMIT k       -> SearchRequest(text='q')
 
 `analyze` recognises a block (or raises NotNative: DuckDB then evaluates the SELECT exactly),
-`run_block` executes it through the Table API, `rewrite_block` makes the SELECT read the
+`run_block` runs its `SearchRequest` on the table (unidb/api/execute.py; EXPLAIN reads the
+run's own explain record), `rewrite_block` makes the SELECT read the
 block's Arrow result (the distance becomes its `_distance` column) so DuckDB can finish the
 query, and `fast_result` answers a top-level block whose SELECT list only names columns
 without DuckDB at all (what keeps SQL within 1 ms of the Python API).
@@ -21,6 +22,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from unidb.errors import QueryError
+from unidb.query.request import SearchRequest, SearchResult
 from unidb.schema import Text, Vector
 from unidb.sql.context import Context
 from unidb.sql.filters import Converter, NotConvertible, conjuncts
@@ -388,31 +390,32 @@ def _is_output_alias(select: exp.Select, name: str) -> bool:
     return any(isinstance(p, exp.Alias) and p.alias == name for p in select.expressions)
 
 
-def run_block(ctx: Context, block: Block, columns: list[str]) -> pa.Table:
-    """Execute a vector block through the Table API; returns columns + the value column."""
-    t = block.table
+def block_request(block: Block, columns: list[str]) -> SearchRequest:
+    """The SearchRequest a vector block asks of its table (columns: what the SELECT reads)."""
+    common: dict[str, Any] = {"where": block.filter, "select": columns}
     if block.kind == "text":
         col, q = block.text
-        sb = t.search(text=q, column=col).limit(block.k)
-        value_name = SCORE_COLUMN
-    elif block.kind == "multi":
-        return _run_multi(ctx, block, columns)
-    else:
-        term = block.terms[0]
-        sb = t.search(vector=term.vector, column=term.column)
-        value_name = DISTANCE_COLUMN
-        if block.kind == "range":
-            lo, hi = block.lo, block.hi
-            # No .limit(): the k nearest inside the range are cut after sorting (fast path
-            # or DuckDB), which holds whatever order the native range returns rows in.
-            sb = sb.distance_range(min=lo, max=hi)
-        else:
-            sb = sb.limit(block.k)
-    if block.filter is not None:
-        sb = sb.where(block.filter)
-    sb = sb.select(columns)
+        return SearchRequest(text=q, column=col, limit=block.k, **common)
+    if block.kind == "multi":
+        return SearchRequest(vectors={t.column: t.vector for t in block.terms},
+                             weights={t.column: t.weight for t in block.terms}, limit=block.k,
+                             **common)
+    term = block.terms[0]
+    if block.kind == "range":
+        # No limit: the k nearest inside the range are cut after sorting (fast path or
+        # DuckDB), which holds whatever order the native range returns rows in.
+        return SearchRequest(vector=term.vector, column=term.column,
+                             distance_range=(block.lo, block.hi), **common)
+    return SearchRequest(vector=term.vector, column=term.column, limit=block.k, **common)
+
+
+def run_block(ctx: Context, block: Block, columns: list[str]) -> pa.Table:
+    """Execute a vector block through the table's search; returns columns + the value column
+    (`_distance`, or `_score` for text)."""
+    from unidb.api import execute
+    t = block.table
     try:
-        result = sb.to_arrow()
+        result = execute.run(block_request(block, columns), t)
     except (QueryError, ImportError) as e:
         # A build without text search answers with "not available" (or lacks the module).
         if block.kind == "text" and (isinstance(e, ImportError) or "not available" in str(e)
@@ -421,31 +424,30 @@ def run_block(ctx: Context, block: Block, columns: list[str]) -> pa.Table:
                              f"full-text index on column {block.text[0]!r}, which is not "
                              f"available ({type(e).__name__}: {e})") from None
         raise
-    if ctx.explain:
-        ctx.step(f"vector {block.kind}", "unidb", _explain_block(block, sb))
-    return _value_column(result, block, value_name)
+    if ctx.explain:                          # the run's own record: the search runs once
+        ctx.step(f"vector {block.kind}", "unidb", _explain_block(block, result))
+    out = result.to_arrow()
+    if block.kind == "text":
+        return out
+    return _value_column(out, block)
 
 
-def _value_column(result: pa.Table, block: Block, value_name: str) -> pa.Table:
-    """Rename the native value column to the value of the SQL function as written."""
+def _value_column(result: pa.Table, block: Block) -> pa.Table:
+    """The native value column as `_distance`, the value of the SQL function as written
+    (inner product answers `_score`, the dot product)."""
     names = result.column_names
-    if value_name == SCORE_COLUMN:
-        return result
-    fn = block.terms[0].fn
     if SCORE_COLUMN in names and DISTANCE_COLUMN not in names:
         i = names.index(SCORE_COLUMN)
         score = result.column(i)
         import pyarrow.compute as pc
-        value = score if fn.negated else pc.negate(score)     # _score is the dot product
+        value = score if block.terms[0].fn.negated else pc.negate(score)
         return result.set_column(i, DISTANCE_COLUMN, value)
     return result
 
 
-def _explain_block(block: Block, sb) -> str:
-    try:
-        info = sb.explain()
-    except Exception as e:  # noqa: BLE001 - explain is best effort, never fails the query
-        info = {"explain": f"unavailable: {e}"}
+def _explain_block(block: Block, result: SearchResult) -> str:
+    records = result.explain
+    info = records[0] if len(records) == 1 else list(records)
     what = {"table": block.table.name, "kind": block.kind,
             "columns": [t.column for t in block.terms],
             "functions": [t.fn.name for t in block.terms], "k": block.k,
@@ -454,45 +456,6 @@ def _explain_block(block: Block, sb) -> str:
     if block.kind == "multi":
         what["weights"] = [t.weight for t in block.terms]
     return repr({**what, "search": info})
-
-
-def _run_multi(ctx: Context, block: Block, columns: list[str]) -> pa.Table:
-    """Multi-vector top-k: the table's native search when it has one, else the executor's
-    threshold algorithm over the table's arrays (exact flat streams)."""
-    t = block.table
-    vectors = {tm.column: tm.vector for tm in block.terms}
-    weights = {tm.column: tm.weight for tm in block.terms}
-    sb = t.search(vectors=vectors, weights=weights).limit(block.k)
-    if block.filter is not None:
-        sb = sb.where(block.filter)
-    sb = sb.select(columns)
-    try:
-        result = sb.to_arrow()
-        if ctx.explain:
-            ctx.step("vector multi", "unidb", _explain_block(block, sb))
-        for name in (DISTANCE_COLUMN, SCORE_COLUMN):
-            if name in result.column_names:
-                i = result.column_names.index(name)
-                return result.set_column(i, DISTANCE_COLUMN, result.column(i))
-        return result
-    except QueryError as e:
-        if "not available" not in str(e):
-            raise
-    from unidb.query.planner import execute_multivector     # the executor's operator
-    take, src = table_source(t, list(vectors))
-    ids, dist, explain = execute_multivector(src, vectors, weights, block.k, block.filter)
-    rows = take(ids, _with_pk(t, columns))
-    if ctx.explain:
-        ctx.step("vector multi", "unidb", repr({
-            "table": t.name, "kind": "multi", "columns": list(vectors), "weights": weights,
-            "k": block.k, "operator": "unidb.query.planner.execute_multivector over the "
-            "table's arrays (Table has no native multi-vector search yet)",
-            "explain": getattr(explain, "__dict__", str(explain))}))
-    return rows.append_column(DISTANCE_COLUMN, pa.array(np.asarray(dist, dtype=np.float64)))
-
-
-def _with_pk(t, columns: list[str]) -> list[str]:
-    return columns if t.primary_key in columns else [t.primary_key] + columns
 
 
 _SOURCES: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
@@ -633,5 +596,5 @@ def fast_result(ctx: Context, select: exp.Select, block: Block) -> pa.Table | No
     return pa.Table.from_arrays(cols, names=[n for n, _ in outputs])
 
 
-__all__ = ["Block", "Term", "NotNative", "analyze", "run_block", "rewrite_block",
+__all__ = ["Block", "Term", "NotNative", "analyze", "block_request", "run_block", "rewrite_block",
            "fast_result", "table_source", "node_key", "DISTANCE_COLUMN", "SCORE_COLUMN"]

@@ -2,12 +2,12 @@
 
 A SELECT over one unidb table whose ORDER BY is a distance (or a weighted sum of distances, or
 bm25) with a LIMIT, or whose WHERE bounds a distance, is a *vector block*. Its scalar WHERE
-terms become a unidb filter and the block runs natively through the Table API:
+terms become a unidb filter and the block runs natively as one `SearchRequest` on the table:
 
-    ORDER BY d(col, q) LIMIT k                -> t.search(q).where(f).limit(k)   (filtered top-k)
-    WHERE d(col, q) < r                       -> t.search(q).distance_range(max=r).where(f)
-    ORDER BY w1*d(a, q1) + w2*d(b, q2) LIMIT k -> t.search(vectors=, weights=)   (multi-vector)
-    ORDER BY bm25(col, 'q') DESC LIMIT k      -> t.search(text='q')
+    ORDER BY d(col, q) LIMIT k                -> vector=q, where=f, limit=k      (filtered top-k)
+    WHERE d(col, q) < r                       -> vector=q, distance_range=(None, r), where=f
+    ORDER BY w1*d(a, q1) + w2*d(b, q2) LIMIT k -> vectors=, weights=              (multi-vector)
+    ORDER BY bm25(col, 'q') DESC LIMIT k      -> text='q'
     JOIN u ON d(t.a, u.b) < r                 -> similarity join (unidb.query.planner)
 
 A block's result is registered in DuckDB as an Arrow relation that replaces the block's FROM

@@ -1,20 +1,18 @@
 """The `flat` access path: exact top-k and range search over a table state's parts.
 
 Each part's vector column is viewed zero-copy as an (n, dim) float32 matrix; squared norms
-(l2) or norms (cosine) are computed once per immutable part and cached on it. A row mask per
-part (live rows AND the filter) restricts the scan; sparse masks gather the matching rows
-first so a 1% filter costs ~1% of the arithmetic.
+(l2) or norms (cosine) are computed once per immutable part and cached on it. The query's
+`RowFilter` (unidb/index/rowfilter.py, evaluated once before the scan) gives each part its
+mask of allowed rows; sparse masks gather the matching rows first so a 1% filter costs ~1% of
+the arithmetic.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
+from unidb.index.rowfilter import RowFilter
 from unidb.kernels import exact as K
 from unidb.storage.parts import Part, TableState
-
-RowMaskFn = Callable[[Part], np.ndarray]
 # Below this fraction of selected rows, gather them before the GEMM instead of masking after.
 GATHER_BELOW = 0.5
 # Queries per GEMM block: bounds the (queries x rows) float32 scratch to ~64 MiB per part.
@@ -49,12 +47,12 @@ def part_vectors(part: Part, column: str, metric: str
 
 
 def _selection(state: TableState, part: Part, column: str, metric: str,
-               row_mask: RowMaskFn | None) -> np.ndarray | None:
+               rows: RowFilter | None) -> np.ndarray | None:
     """Bool mask of rows to consider, or None meaning all rows."""
     mask = state.live_mask(part)
     _, _, valid = part_vectors(part, column, metric)
-    if row_mask is not None:
-        mask = mask & row_mask(part)
+    if rows is not None:
+        mask = mask & rows.allows(part.row_ids)
     if valid is not None:
         mask = mask & valid
     return None if mask.all() else mask
@@ -81,27 +79,28 @@ class _PartScan:
         return self.rows[idx] if self.gather else idx
 
 
-def _scan_parts(state: TableState, column: str, metric: str, row_mask: RowMaskFn | None):
+def _scan_parts(state: TableState, column: str, metric: str, rows: RowFilter | None):
     """Each non-empty part with selected rows, ready to score (gathered when sparse)."""
     for part in state.parts:
         if not part.num_rows:
             continue
         matrix, aux, _ = part_vectors(part, column, metric)
-        sel = _selection(state, part, column, metric, row_mask)
-        rows = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
-        if not len(rows):
+        sel = _selection(state, part, column, metric, rows)
+        local = np.arange(part.num_rows) if sel is None else np.flatnonzero(sel)
+        if not len(local):
             continue
-        gather = sel is not None and len(rows) < GATHER_BELOW * part.num_rows
-        yield _PartScan(part, matrix, aux, rows, sel, gather)
+        gather = sel is not None and len(local) < GATHER_BELOW * part.num_rows
+        yield _PartScan(part, matrix, aux, local, sel, gather)
 
 
 def exact_topk(state: TableState, column: str, metric: str, queries: np.ndarray, k: int,
-               row_mask: RowMaskFn | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Exact top-k per query: a list of (row_ids int64, distances float64), closest first."""
+               rows: RowFilter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-k per query among the allowed rows (every live row when `rows` is None):
+    a list of (row_ids int64, distances float64), closest first."""
     nq = len(queries)
     cand_ids: list[list[np.ndarray]] = [[] for _ in range(nq)]
     cand_dist: list[list[np.ndarray]] = [[] for _ in range(nq)]
-    for ps in _scan_parts(state, column, metric, row_mask):
+    for ps in _scan_parts(state, column, metric, rows):
         step = max(1, SCRATCH_FLOATS // max(len(ps.x), 1))
         for q0 in range(0, nq, step):
             qb = queries[q0:q0 + step]
@@ -128,12 +127,12 @@ def exact_topk(state: TableState, column: str, metric: str, queries: np.ndarray,
 
 def exact_range(state: TableState, column: str, metric: str, query: np.ndarray,
                 min_distance: float | None, max_distance: float | None,
-                row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every row with min_distance <= distance <= max_distance, closest first."""
+                rows: RowFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every allowed row with min_distance <= distance <= max_distance, closest first."""
     q = query.reshape(1, -1)
     hi = np.inf if max_distance is None else K.to_approx_bound(max_distance, metric)
     ids_out, dist_out = [], []
-    for ps in _scan_parts(state, column, metric, row_mask):
+    for ps in _scan_parts(state, column, metric, rows):
         vals, tol = ps.values(q, metric)
         v = vals[0]
         c = K.candidates_range(v, float(tol[0]), hi) if np.isfinite(hi) else \
@@ -156,15 +155,15 @@ def exact_range(state: TableState, column: str, metric: str, query: np.ndarray,
 
 
 def live_vectors(state: TableState, column: str, metric: str,
-                 row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(row_ids, matrix) of all selected rows with a vector, in row-id order (a view when one
+                 rows: RowFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row_ids, matrix) of all allowed rows with a vector, in row-id order (a view when one
     part holds them all, else a copy)."""
     ids, mats = [], []
     for part in state.parts:
         if not part.num_rows:
             continue
         matrix, _, _ = part_vectors(part, column, metric)
-        sel = _selection(state, part, column, metric, row_mask)
+        sel = _selection(state, part, column, metric, rows)
         if sel is None:
             ids.append(part.row_ids)
             mats.append(matrix)
@@ -179,15 +178,15 @@ def live_vectors(state: TableState, column: str, metric: str,
 
 
 def all_distances(state: TableState, column: str, metric: str, query: np.ndarray,
-                  row_mask: RowMaskFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Distances of every selected row, in row-id order, from one float32 BLAS pass.
+                  rows: RowFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of every allowed row, in row-id order, from one float32 BLAS pass.
 
     For consumers that need a whole ranking (hybrid fusion's dense list) rather than a top-k:
     no float64 re-scoring, so values carry float32 rounding (~1e-7 relative).
     """
     q = query.reshape(1, -1)
     ids_out, dist_out = [], []
-    for ps in _scan_parts(state, column, metric, row_mask):
+    for ps in _scan_parts(state, column, metric, rows):
         v = ps.values(q, metric)[0][0]
         v = (v if ps.gather or ps.sel is None else v[ps.rows]).astype(np.float64)
         if metric == K.METRIC_L2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from unidb.index.iterator import ScanBatch
+from unidb.index.rowfilter import RowFilter
 
 DEFAULT_BATCH = 256          # rows per yielded batch: amortises Python overhead per batch
 _FIRST_WINDOW = 4            # first sorted window = 4 batches; each next window doubles
@@ -59,17 +60,19 @@ def exact_distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.nd
 
 
 class FlatScan:
-    """Exact scan over `row_ids` (optionally only where `row_mask[row_id]`), nearest first."""
+    """Exact scan over `row_ids` (optionally only the rows a RowFilter, or a bool mask by row
+    id, allows), nearest first."""
 
     default_E = 1
     default_w = 1
 
     def __init__(self, row_ids: np.ndarray, matrix: np.ndarray, metric: str,
-                 query: np.ndarray, row_mask: np.ndarray | None = None,
+                 query: np.ndarray, row_mask: RowFilter | np.ndarray | None = None,
                  batch_size: int = DEFAULT_BATCH):
         row_ids = np.asarray(row_ids, dtype=np.int64)
         if row_mask is not None:
-            keep = np.asarray(row_mask, dtype=bool)[row_ids]
+            keep = row_mask.allows(row_ids) if isinstance(row_mask, RowFilter) \
+                else np.asarray(row_mask, dtype=bool)[row_ids]
             row_ids, matrix = row_ids[keep], matrix[keep]
         self.metric = metric
         self.query = query_vector(query, matrix.shape[1] if matrix.ndim == 2 else None)

@@ -30,12 +30,13 @@ flat dense search is one: scores = X @ q).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from unidb.errors import ValidationError
-from unidb.index.sparse.scan import ArrayScan, IndexScan, rank_rows
+from unidb.index.rowfilter import allowed
+from unidb.index.sparse.scan import Allow, ArrayScan, IndexScan, rank_rows
 from unidb.kernels.sparse import top_ranked, count_ahead, rrf_exact_full, score_moments
 from unidb.index.iterator import ScanIterator
 
@@ -173,7 +174,7 @@ class IndexSource:
     access and ranked pulls); otherwise it pulls pruned top-k batches and scores rows by
     binary search in the postings."""
 
-    def __init__(self, index, *query, allow: Callable[[np.ndarray], np.ndarray] | None = None,
+    def __init__(self, index, *query, allow: Allow | None = None,
                  first: int = SOURCE_SCAN_FIRST):
         self.index = index
         self.allow = allow
@@ -193,7 +194,7 @@ class IndexSource:
             return self._full.scores_for(row_ids)
         s = self.index._scores_for(self._terms, self._qw, row_ids)
         if self.allow is not None and len(row_ids):
-            s[~np.asarray(self.allow(np.asarray(row_ids, np.int64)), bool)] = np.nan
+            s[~allowed(self.allow, row_ids)] = np.nan
         return s
 
     def score_stats(self) -> ScoreStats:

@@ -24,6 +24,7 @@ import numpy as np
 from unidb.errors import NotFoundError, ValidationError
 from unidb.kernels import sparse as K
 from unidb.storage import files
+from unidb.index.rowfilter import allowed
 from unidb.index.sparse.scan import Allow, rank_rows
 from unidb.index.sparse.postings import (BLOCK, Segment, build_segment, forward_positions,
                                          merge_segments, segment_from_arrays)
@@ -220,7 +221,7 @@ class InvertedIndex:
     def _allowed(seg: Segment, allow: Allow | None) -> np.ndarray:
         if allow is None:
             return seg.live
-        mask = np.asarray(allow(seg.row_ids), bool)
+        mask = allowed(allow, seg.row_ids)
         if mask.shape != seg.row_ids.shape:
             raise ValidationError(
                 f"allow() returned shape {mask.shape}, expected {seg.row_ids.shape}")

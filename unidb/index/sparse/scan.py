@@ -6,13 +6,15 @@ ALGORITHMS.md §1) and fusion can read ranks straight off the stream.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from unidb.index.iterator import ScanBatch
+from unidb.index.rowfilter import Allow as AllowFn, RowFilter
 
-Allow = Callable[[np.ndarray], np.ndarray]
+# The rows a query may return: the engine's RowFilter, or a plain allow(row_ids) -> bool mask.
+Allow = RowFilter | AllowFn
 
 # First depth of a scan; each later batch doubles the depth (exact order, geometric cost).
 SCAN_FIRST = 64

@@ -89,7 +89,8 @@ class TextIndex(InvertedIndex):
     def search(self, query: str, k: int, allow: Allow | None = None, *,
                exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Exact BM25 top-k: (row ids int64, scores float64), best first, ties by smaller row
-        id. `allow(row_ids) -> bool mask` restricts the candidate rows."""
+        id. `allow` (the query's RowFilter, or `allow(row_ids) -> bool mask`) restricts the
+        candidate rows."""
         terms, qw = self.query_terms(query)
         return self._topk(terms, qw, int(k), allow, exhaustive)
 

@@ -1,9 +1,10 @@
-"""Search knobs: every option a `SearchBuilder` accepts, its type and its limits, in one place.
+"""Search knobs: every option a search request carries, its type and its limits, in one place.
 
-The builder checks each knob when it receives it (`.params()`, `.fuse()`, `search(weights=)`),
-so a bad value fails at once with a `QueryError` naming the knob and the value, whichever
-access path would have read it (or none: a planner knob on a table without an index is still
-checked). The embedded API and `unidb serve` share these checks.
+A `SearchRequest` (unidb/query/request.py) checks its knobs when it is made (`.params()`,
+`.fuse()`, `search(weights=)` on the builder; a request body on the server), so a bad value
+fails at once with a `QueryError` naming the knob and the value, whichever access path would
+have read it (or none: a planner knob on a table without an index is still checked). The
+embedded API, the remote client and `unidb serve` share these checks.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from unidb.errors import QueryError
+from unidb.query.multivector import SCHEDULES
 
 # Partitions one query may probe. A partition holds ~100 rows by default, so 2^20 partitions
 # cover ~10^8 rows: more than any index here holds; larger values are typos, not tuning.
@@ -102,7 +104,6 @@ def _scan_knobs(name: str, v: Any) -> dict:
 
 
 def _schedule(name: str, v: Any) -> str:
-    from unidb.query.multivector import SCHEDULES
     return _choice(SCHEDULES)(name, v)
 
 

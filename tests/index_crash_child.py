@@ -6,7 +6,7 @@ import numpy as np
 
 import unidb
 from unidb.storage import table_store
-from unidb.api import indexes
+from unidb.engine import indexes
 
 table_store.MEMTABLE_FLUSH_BYTES = 256 << 10     # frequent checkpoints ...
 indexes.SAVE_MIN_CHANGES = 500                   # ... and index snapshots during the run

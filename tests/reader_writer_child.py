@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import unidb
-from unidb.api import indexes
+from unidb.engine import indexes
 from unidb.storage import table_store
 
 table_store.MEMTABLE_FLUSH_BYTES = 48 << 10

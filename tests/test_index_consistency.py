@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import unidb
-from unidb.api import indexes
+from unidb.engine import indexes
 from unidb.storage import table_store
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo"]

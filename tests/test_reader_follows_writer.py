@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 import unidb
-from unidb.api.indexes import index_folder
+from unidb.engine.indexes import index_folder
 from unidb.index.sparse import Analyzer, TextIndex
 
 import reader_writer_child as child

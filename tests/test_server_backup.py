@@ -54,7 +54,7 @@ def test_backup_while_writing_then_restore(tmp_path):
         results = []
         for k in range(3):
             before = acked[0]
-            info = bk.backup(bk.database_stores(db), tmp_path / f"bk{k}")
+            info = db.backup(tmp_path / f"bk{k}")
             results.append((before, acked[0], info))
     finally:
         stop.set()
@@ -76,9 +76,9 @@ def test_backup_while_writing_then_restore(tmp_path):
 def test_restore_needs_new_or_empty_target(tmp_path):
     db = unidb.connect(tmp_path / "src.unidb")
     db.create_table("t", items_schema(DIM)).add(items_rows(5, DIM))
-    bk.backup(bk.database_stores(db), tmp_path / "b")
+    db.backup(tmp_path / "b")
     with pytest.raises(unidb.ValidationError):
-        bk.backup(bk.database_stores(db), tmp_path / "b")     # never overwrite a backup
+        db.backup(tmp_path / "b")     # never overwrite a backup
     db.close()
     occupied = tmp_path / "occupied"
     occupied.mkdir()

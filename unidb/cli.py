@@ -448,7 +448,6 @@ def _add_backup(sub) -> None:
 
 
 def cmd_backup(args) -> int:
-    from unidb.storage import backup as bk
     if args.path.startswith(("http://", "https://")):
         db = _connect(args.path, args.api_key)
         try:
@@ -465,7 +464,7 @@ def cmd_backup(args) -> int:
                              f"server: unidb backup http://HOST:PORT NAME (with --backup-dir "
                              f"set)") from None
         try:
-            info = bk.backup(bk.database_stores(db), args.dest)
+            info = db.backup(args.dest)
         finally:
             db.close()
     rows = sum(t["rows"] for t in info["tables"].values())

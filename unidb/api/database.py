@@ -1,23 +1,23 @@
-"""`unidb.connect()` and `Database`: a folder of tables (embedded) — or, later, a server URL."""
+"""`unidb.connect()` and `Database`: the handle users hold on a folder of tables (embedded) —
+or, through `connect("http://...")`, on a server.
+
+A `Database` checks that it may still be used (`ClosedError` after `close()`, `ReadOnlyError`
+for a write through a read-only handle) and hands each call to the `DatabaseEngine`
+(`unidb/engine/database.py`) that every handle on the folder in this process shares.
+"""
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from unidb.errors import (ClosedError, NotFoundError, ReadOnlyError, SchemaError, UnidbError,
-                          ValidationError)
+from unidb.engine.database import DatabaseEngine, open_engine, release, release_unreachable
+from unidb.engine.table import TableEngine
+from unidb.errors import ClosedError, ReadOnlyError, UnidbError, ValidationError
 from unidb.schema import Schema
 from unidb.storage.catalog import DatabaseFolder
-from unidb.storage.table_store import DURABILITY_MODES, TableStore
-
-if TYPE_CHECKING:
-    from unidb.api.table import TableCore
-
-log = logging.getLogger("unidb")
+from unidb.storage.table_store import DURABILITY_MODES
 
 
 def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync",
@@ -55,171 +55,9 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
                          f"{e.strerror or e}") from e
 
 
-def _check_analyzers(schema: Schema) -> None:
-    """Reject an unknown Text analyzer before any file is written."""
-    from unidb.errors import ValidationError
-    from unidb.index.sparse import Analyzer
-    from unidb.schema import Text
-    for name, ctype in schema.columns.items():
-        if isinstance(ctype, Text):
-            try:
-                Analyzer.named(ctype.analyzer)
-            except ValidationError as e:
-                raise SchemaError(f"column {name!r}: {e}") from None
-
-
 def _check_table_arg(name: Any) -> None:
     if not isinstance(name, str):
         raise ValidationError(f"a table name is a str, got {name!r}")
-
-
-class _Engine:
-    """What every handle on one database folder in this process shares: the folder with its
-    writer lock, and one `TableCore` per open table. Closed with the last handle.
-
-    An engine never refers to a handle, and neither do its background threads, so a handle
-    the user drops is garbage at once and its finalizer can release the engine."""
-
-    def __init__(self, path: Path, read_only: bool, durability: str):
-        self.path = path
-        self.read_only = read_only
-        self.durability = durability
-        self.key = os.path.realpath(path)
-        self.folder = DatabaseFolder(path, read_only=read_only)
-        self.cores: dict[str, TableCore] = {}
-        self.lock = threading.RLock()
-        self.handles = 0
-        self.closed = False
-
-    def join(self, durability: str) -> bool:
-        """Count one more handle (under _WRITERS_LOCK); False if it can no longer be shared."""
-        if self.closed or not self.folder.lock.held:
-            # Closed, or its lock was released behind its back (a simulated crash): its files
-            # may belong to a newer engine now, so a new open starts afresh.
-            return False
-        if durability != self.durability:
-            raise UnidbError(f"database {str(self.path)!r} is already open in this process "
-                             f"with durability={self.durability!r}; a second handle shares it, "
-                             f"so it cannot use durability={durability!r} (close the other "
-                             f"handle first, or pass the same durability)")
-        self.handles += 1
-        return True
-
-    def core(self, name: str) -> TableCore:
-        """The open table `name`, opened (and recovered from its log) on first use."""
-        from unidb.api.table import TableCore
-        with self.lock:
-            core = self.cores.get(name)
-            if core is None:
-                if not self.folder.exists(name):
-                    raise NotFoundError(f"table {name!r} does not exist; tables: "
-                                        f"{self.folder.table_names()}")
-                store = TableStore.open(self.folder.table_dir(name), read_only=self.read_only,
-                                        durability=self.durability)
-                core = self.cores[name] = TableCore(name, store)
-            return core
-
-    def create(self, name: str, schema: Schema) -> TableCore:
-        """Make a new, empty table (the caller checked it does not exist, under `lock`)."""
-        with self.lock:
-            staging = self.folder.staging_dir(name)
-            TableStore.create(staging, schema.to_json(), self.durability).abandon()
-            self.folder.publish(staging, name)
-            return self.core(name)
-
-    def drop(self, name: str, missing_ok: bool) -> None:
-        """Delete a table's files; its TableCore (shared by every handle) is closed first."""
-        with self.lock:
-            core = self.cores.pop(name, None)
-            if core is not None:
-                core.close(checkpoint=False)
-            if not self.folder.exists(name):
-                if missing_ok:
-                    return
-                raise NotFoundError(f"table {name!r} does not exist")
-            self.folder.drop(name)
-
-    def close(self, checkpoint: bool = True) -> None:
-        """Close every open table (checkpointing it first when asked), then release the
-        writer lock. Without a checkpoint it is what a process exit does: the WAL holds every
-        acknowledged write and the next open replays it."""
-        with self.lock:
-            if self.closed:
-                return
-            self.closed = True
-            # A writer whose lock was released behind its back (tests simulate a crash so)
-            # must not write: the folder may belong to a newer engine by now.
-            checkpoint = checkpoint and (self.read_only or self.folder.lock.held)
-            failure = None
-            try:
-                for core in self.cores.values():
-                    try:
-                        core.close(checkpoint=checkpoint)
-                    except Exception as e:   # close the others; their rows are in the WAL
-                        failure = failure or e
-            finally:
-                self.cores.clear()
-                self.folder.close()
-            if failure is not None:
-                raise failure
-
-
-# Engines of the databases this process has open for writing, by real path: a second
-# `connect()` of one of them joins it instead of failing on its own writer lock.
-_WRITERS: dict[str, _Engine] = {}
-# Guards _WRITERS and every engine's handle count and close. A finalizer may take it inside
-# any allocation, even under a live engine's lock, so while it is held only an engine without
-# handles is locked (to close it). Reentrant: a collection inside connect() may release a
-# handle in the same thread.
-_WRITERS_LOCK = threading.RLock()
-# Background threads (table compaction, index rebalancing) are named so; a handle finalized
-# in one of them is released from a new thread, since closing joins those very threads.
-_BACKGROUND_THREAD_PREFIX = "unidb-"
-
-
-def _join_engine(path: Path, read_only: bool, durability: str) -> _Engine:
-    """The engine a new handle uses: this process's writer on `path`, or a new one."""
-    if read_only:
-        # A read-only handle is always its own reader (as in another process): it follows the
-        # writer's commits from disk and never holds the writer lock.
-        engine = _Engine(path, True, durability)
-        engine.handles = 1
-        return engine
-    with _WRITERS_LOCK:
-        engine = _WRITERS.get(os.path.realpath(path))
-        if engine is not None and engine.join(durability):
-            return engine
-        engine = _Engine(path, False, durability)
-        engine.handles = 1
-        _WRITERS[engine.key] = engine
-        return engine
-
-
-def _release(engine: _Engine, checkpoint: bool) -> None:
-    """One handle fewer; the last one closes the engine and releases the writer lock."""
-    with _WRITERS_LOCK:
-        engine.handles -= 1
-        if engine.handles > 0:
-            return
-        if _WRITERS.get(engine.key) is engine:
-            del _WRITERS[engine.key]
-        engine.close(checkpoint)
-
-
-def _release_unreachable(engine: _Engine) -> None:
-    """A handle was garbage-collected without close(): release it, logging any failure.
-
-    No checkpoint: a collection runs at any allocation, in any thread, and must stay cheap;
-    as at a process exit, the WAL holds every acknowledged write for the next open."""
-    if threading.current_thread().name.startswith(_BACKGROUND_THREAD_PREFIX):
-        threading.Thread(target=_release_unreachable, args=(engine,), daemon=True,
-                         name=f"release {engine.path}").start()
-        return
-    try:
-        _release(engine, checkpoint=False)
-    except Exception:  # noqa: BLE001 - nobody to raise to: the handle is gone
-        log.exception("closing database %s after its last handle was dropped failed; its "
-                      "rows are safe in the WAL", engine.path)
 
 
 class Database:
@@ -231,7 +69,7 @@ class Database:
         self.path = Path(path)
         self.read_only = read_only
         self.durability = durability
-        self._engine = _join_engine(self.path, read_only, durability)
+        self._engine = open_engine(self.path, read_only, durability)
         self._closed = False
         # This handle's Table objects by name, kept so that repeated open_table() calls (the
         # server's, SQL's) return one object whose caches stay warm. A Table refers to its
@@ -239,14 +77,14 @@ class Database:
         self._tables: dict[str, Any] = {}
         # Dropped without close() (a notebook cell run again): release on garbage collection.
         # Not at interpreter exit, where the kernel drops the lock and the WAL holds the rows.
-        self._finalizer = weakref.finalize(self, _release_unreachable, self._engine)
+        self._finalizer = weakref.finalize(self, release_unreachable, self._engine)
         self._finalizer.atexit = False
 
     @property
     def _folder(self) -> DatabaseFolder:
         return self._engine.folder
 
-    def _open_engine(self, write: bool = False) -> _Engine:
+    def _open_engine(self, write: bool = False) -> DatabaseEngine:
         """The shared engine; ClosedError after close(), ReadOnlyError for a write when
         read-only. Every method passes through here."""
         if self._closed:
@@ -256,14 +94,14 @@ class Database:
             raise ReadOnlyError(f"database {self.path} was opened read-only")
         return self._engine
 
-    def _table(self, core: TableCore):
-        """This handle's Table for a shared TableCore (one per table while it is in use)."""
+    def _table(self, engine: TableEngine):
+        """This handle's Table for a shared TableEngine (one per table while it is in use)."""
         from unidb.api.table import Table
         with self._engine.lock:
-            t = self._tables.get(core.name)
-            if t is None or t._core is not core:
-                t = Table(self, core)
-                self._tables[core.name] = t
+            t = self._tables.get(engine.name)
+            if t is None or t._engine is not engine:
+                t = Table(self, engine)
+                self._tables[engine.name] = t
             return t
 
     # -- tables ----------------------------------------------------------------------------
@@ -271,31 +109,13 @@ class Database:
                      data: Any = None):
         """Create a table with `schema` ({name: unidb type}); optionally add `data` rows."""
         engine = self._open_engine(write=True)
-        DatabaseFolder.check_name(name)
-        schema = schema if isinstance(schema, Schema) else Schema(schema)
-        _check_analyzers(schema)
-        if data is not None:                  # bad rows must not leave an empty table behind
-            data = schema.to_batch(data)
-        with engine.lock:
-            if engine.folder.exists(name):
-                if exist_ok:
-                    t = self.open_table(name)
-                    if t.schema != schema:
-                        raise SchemaError(f"table {name!r} exists with a different schema: "
-                                          f"{t.schema!r}")
-                    return t
-                raise SchemaError(f"table {name!r} already exists (use exist_ok=True to open "
-                                  f"it, or drop_table first)")
-            table = self._table(engine.create(name, schema))
-        if data is not None:
-            table.add(data)
-        return table
+        return self._table(engine.create_table(name, schema, exist_ok, data))
 
     def open_table(self, name: str):
         """Open an existing table (recovering it from its log if needed)."""
         engine = self._open_engine()
         _check_table_arg(name)
-        return self._table(engine.core(name))
+        return self._table(engine.table(name))
 
     def __getitem__(self, name: str):
         return self.open_table(name)
@@ -304,7 +124,7 @@ class Database:
         return name in self.table_names()
 
     def table_names(self) -> list[str]:
-        return self._open_engine().folder.table_names()
+        return self._open_engine().table_names()
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
         """Delete a table and all its files (its Table objects, in every handle, are closed)."""
@@ -312,7 +132,13 @@ class Database:
         _check_table_arg(name)
         with engine.lock:
             self._tables.pop(name, None)
-            engine.drop(name, missing_ok)
+            engine.drop_table(name, missing_ok)
+
+    def backup(self, dest: str | os.PathLike) -> dict:
+        """Copy every table into the new folder `dest` while writes go on (each table as of one
+        write; writers to a table wait for its copy). The copy is a database folder: open it
+        with `unidb.connect`, or restore it with `unidb restore`. Returns what was copied."""
+        return self._open_engine(write=True).backup(dest)
 
     # -- SQL (filled in by unidb.sql when present) -----------------------------------------
     def sql(self, query: str, params: Any = None):
@@ -332,7 +158,7 @@ class Database:
             return
         self._closed = True
         if self._finalizer.detach() is not None:     # None: released already
-            _release(self._engine, checkpoint=True)
+            release(self._engine, checkpoint=True)
 
     def __enter__(self) -> "Database":
         return self

@@ -443,7 +443,7 @@ async def backup(request: Request, body: BackupBody):
     """A consistent copy of every table into a new folder inside --backup-dir."""
     from unidb.storage import backup as bk
     dest = bk.confine(_backup_dir(request), body.dest)
-    return JSON(await write_call(lambda: bk.backup(bk.database_stores(_db(request)), dest)))
+    return JSON(await write_call(lambda: _db(request).backup(dest)))
 
 
 @router.post("/admin/restore", **role(ADMIN))

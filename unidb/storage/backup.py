@@ -1,10 +1,12 @@
 """Online backup and restore of a database folder.
 
-Backup copies each table while holding its write lock: flush (so the rows sit in segments and
-the log is short), then copy exactly the files the manifest names — segments, tombstones, the
+Backup copies each table while its owner (the table engine, `TableEngine.copy_files`) holds
+the table's write lock and has just checkpointed (so the rows sit in segments and the log is
+short): `copy_table` copies exactly the files the manifest names — segments, tombstones, the
 log, the manifest — and the index folders. Writers to that table wait for the copy; readers
 do not. Tables are copied one after another, so a backup is consistent per table (each table
-as of one commit), which is the unit a write touches.
+as of one commit), which is the unit a write touches. Storage never reaches up for the tables:
+the layer above hands `backup` one copy function per table.
 
 A backup is itself a database folder (it opens with `unidb.connect`), written under a
 temporary name and renamed when complete, so a crash never leaves a half backup that looks
@@ -17,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from unidb.errors import NotFoundError, ValidationError
 from unidb.storage import files
@@ -50,9 +52,11 @@ def confine(base: str | os.PathLike, name: str) -> Path:
     return target
 
 
-def backup(stores: Mapping[str, TableStore], dest: str | os.PathLike) -> dict:
-    """Copy every table in `stores` ({name: open writable TableStore}) into a new folder
-    `dest`; returns what was copied (tables, rows, lsn, bytes)."""
+def backup(tables: Mapping[str, Callable[[Path], dict]], dest: str | os.PathLike) -> dict:
+    """Copy every table into a new database folder `dest`; returns what was copied (tables,
+    rows, lsn, bytes). `tables[name](folder)` copies table `name` into the new `folder`,
+    consistent as of one write, and returns its figures (the engine's `copy_files`, which
+    calls `copy_table` under the table's write lock)."""
     dest = Path(dest)
     if dest.exists():
         raise ValidationError(f"backup destination {dest} already exists; pick a new name")
@@ -62,8 +66,8 @@ def backup(stores: Mapping[str, TableStore], dest: str | os.PathLike) -> dict:
     info = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "tables": {}}
     try:
-        for name, store in stores.items():
-            info["tables"][name] = _copy_table(store, staging / TABLES / name)
+        for name, copy in tables.items():
+            info["tables"][name] = copy(staging / TABLES / name)
         files.atomic_write_json(staging / MARKER, {"format": FORMAT})
         files.atomic_write_json(staging / BACKUP_INFO, info)
         files.fsync_dir(staging / TABLES)
@@ -76,21 +80,22 @@ def backup(stores: Mapping[str, TableStore], dest: str | os.PathLike) -> dict:
     return info
 
 
-def _copy_table(store: TableStore, target: Path) -> dict:
-    with store._lock:                      # writers wait; readers keep their snapshot
-        store.flush()
-        m = store.manifest
-        names = list(m.segments) + [m.wal, MANIFEST_NAME] + ([m.tombstones] if m.tombstones
-                                                              else [])
-        files.ensure_dir(target)
-        nbytes = 0
-        for n in names:
-            nbytes += _copy_file(store.folder / n, target / n)
-        for sub in sorted(p for p in store.folder.iterdir() if p.is_dir()):
-            nbytes += _copy_tree(sub, target / sub.name)
-        files.fsync_dir(target)
-        state = store.state
-        return {"rows": state.live_rows, "lsn": state.lsn, "files": len(names), "bytes": nbytes}
+def copy_table(store: TableStore, target: Path) -> dict:
+    """Copy the files of `store` that its manifest names, and its index folders, into the new
+    folder `target`; returns rows, lsn, files and bytes. The caller holds the table's write
+    lock (writers wait; readers keep their snapshot) and has just checkpointed."""
+    store._require_write_lock()          # a write mid-copy would split the table's files
+    m = store.manifest
+    names = list(m.segments) + [m.wal, MANIFEST_NAME] + ([m.tombstones] if m.tombstones else [])
+    files.ensure_dir(target)
+    nbytes = 0
+    for n in names:
+        nbytes += _copy_file(store.folder / n, target / n)
+    for sub in sorted(p for p in store.folder.iterdir() if p.is_dir()):
+        nbytes += _copy_tree(sub, target / sub.name)
+    files.fsync_dir(target)
+    state = store.state
+    return {"rows": state.live_rows, "lsn": state.lsn, "files": len(names), "bytes": nbytes}
 
 
 def _copy_file(src: Path, dst: Path) -> int:
@@ -131,7 +136,3 @@ def restore(source: str | os.PathLike, target: str | os.PathLike) -> dict:
     info["path"] = str(target)
     return info
 
-
-def database_stores(db) -> dict[str, TableStore]:
-    """{table name: store} of an open embedded `Database` (opening each table)."""
-    return {name: db.open_table(name)._store for name in db.table_names()}

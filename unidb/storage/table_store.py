@@ -1,9 +1,13 @@
 """One table on disk: WAL + in-memory rows + segments + tombstones + manifest, and recovery.
 
-Write path: `commit()` assigns row ids, appends one WAL record (fsynced in `sync` mode), then
-applies it to the in-memory table and tombstones and publishes a new `TableState`. When the
-in-memory rows pass `MEMTABLE_FLUSH_BYTES` they are flushed to an immutable segment and a
-checkpoint manifest names the new set of files (docs/storage.md has the whole life cycle).
+Write path, in steps that the table's owner (`unidb/engine/table.py`) calls in order while it
+holds the write lock it gave this store: `log()` assigns row ids and appends one WAL record
+(fsynced in `sync` mode) — the commit point; `apply()` adds the record to the in-memory table
+and tombstones and returns the new `TableState` without showing it to readers; the owner feeds
+its indexes; `publish()` makes the state the one readers get; `after_write()` runs the
+automatic checkpoint. The store never calls back into its owner. When the in-memory rows pass
+`MEMTABLE_FLUSH_BYTES` they are flushed to an immutable segment and a checkpoint manifest names
+the new set of files (docs/storage.md has the whole life cycle).
 Recovery = manifest + replay of the WAL records past the checkpoint.
 
 Failures: a write is the WAL append. If the append fails the write raises `StorageError` and
@@ -18,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -61,16 +65,29 @@ RETRY_AFTER_FAILURE_SECONDS = 5.0
 DURABILITY_MODES = ("sync", "async")
 
 
-class TableStore:
-    """Durable storage of one table. Thread-safe: one writer at a time, readers lock-free."""
+class Logged(NamedTuple):
+    """One write appended to the log: its record number and what it holds (the inserted rows
+    carry their new `_rowid`s)."""
+    lsn: int
+    commit: Commit
 
-    def __init__(self, folder: Path, read_only: bool, durability: str):
+
+class TableStore:
+    """Durable storage of one table. Thread-safe: one writer at a time, readers lock-free.
+
+    `lock` serialises every change of the table: the write steps, checkpoints, the compaction
+    swap, a reader's refresh. The table engine passes its write lock in, so that its whole
+    write (log, apply, index feed, publish) excludes checkpoints and compaction swaps; a store
+    opened without one makes its own."""
+
+    def __init__(self, folder: Path, read_only: bool, durability: str,
+                 lock: threading.RLock | None = None):
         if durability not in DURABILITY_MODES:
             raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
         self.folder = Path(folder)
         self.read_only = read_only
         self.durability = durability
-        self._lock = threading.RLock()           # serialises writers, flush, compaction swap
+        self._lock = lock if lock is not None else threading.RLock()
         self._compact_lock = threading.Lock()    # one compaction at a time
         self._wal: WalWriter | None = None
         self._closed = False
@@ -86,8 +103,8 @@ class TableStore:
         self._state: TableState | None = None
         self._wal_seen: tuple[str, int] = ("", 0)
         self._manifest_stat: tuple | None = None
-        self.listeners: list[Callable[[TableState, Commit], None]] = []
-        self.checkpoint_listeners: list[Callable[[TableState], None]] = []
+        self._deleted_since_wake = False         # a write tombstoned rows: wake compaction
+        self._apply_error: UnidbError | None = None   # a logged write failed to apply
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         # The last failure of each kind of background work (None once it succeeds again).
@@ -110,8 +127,10 @@ class TableStore:
         return store
 
     @classmethod
-    def open(cls, folder: Path, read_only: bool = False, durability: str = "sync") -> "TableStore":
-        store = cls(folder, read_only=read_only, durability=durability)
+    def open(cls, folder: Path, read_only: bool = False, durability: str = "sync",
+             lock: threading.RLock | None = None) -> "TableStore":
+        """Open (and recover) the table in `folder`; `lock` is its owner's write lock."""
+        store = cls(folder, read_only=read_only, durability=durability, lock=lock)
         if read_only:
             store._load_retrying()
         else:
@@ -130,7 +149,8 @@ class TableStore:
         with self._lock:
             failure = None
             try:
-                if not self.read_only and self._mem_parts:
+                # After a failed apply the in-memory rows are not the log's: keep the log.
+                if not self.read_only and self._mem_parts and self._apply_error is None:
                     self._flush_locked()
             except StorageError as e:
                 failure = e
@@ -241,7 +261,7 @@ class TableStore:
                 raise CorruptionError(f"{path}: record at offset {rec.offset} has lsn "
                                       f"{rec.lsn}, expected {self._lsn + 1}")
             commit = decode_commit(rec.payload, f"{path} offset {rec.offset}")
-            self._apply(rec.lsn, commit, notify=False)
+            self._apply(rec.lsn, commit)
         self._wal_seen = (m.wal, records[-1].end if records else 0)
 
     def _remove_orphans(self, m: Manifest) -> None:
@@ -282,49 +302,85 @@ class TableStore:
                 if self._lsn != before:
                     self._publish()
 
-    # -- writes ----------------------------------------------------------------------------
-    def commit(self, deletes: np.ndarray | None, batch: pa.RecordBatch | None,
-               prepare: Callable[[TableState], None] | None = None) -> TableState:
-        """Durably apply one write: tombstone `deletes`, insert `batch` (gets new row ids).
-
-        `prepare(state)` runs under the write lock before anything is logged; it may raise to
-        reject the write (e.g. a duplicate key check against the latest state).
-        """
+    # -- writes: the steps the owner calls, in order, holding the write lock --------------
+    def log(self, deletes: np.ndarray | None, batch: pa.RecordBatch | None) -> Logged | None:
+        """Step 1, the commit point: give `batch` its row ids and append one WAL record that
+        tombstones `deletes` and inserts `batch` (fsynced in `sync` mode). None when the write
+        is empty. Raises (`StorageError`, `LimitError`, `ClosedError`) having changed nothing."""
+        self._require_write_lock()
         self._check_writable()
-        with self._lock:
-            self._check_writable()
-            if prepare is not None:
-                prepare(self._state)
-            deletes = np.unique(np.asarray(deletes if deletes is not None else [], dtype=np.int64))
-            if batch is not None and batch.num_rows:
-                n = batch.num_rows
-                if self._next_rowid + n > MAX_ROWID:
-                    raise LimitError(f"table {self.folder.name} would exceed {MAX_ROWID} row ids")
-                ids = pa.array(np.arange(self._next_rowid, self._next_rowid + n, dtype=np.int64))
-                batch = batch.append_column(ROWID, ids)
-            else:
-                batch = None
-            if batch is None and not len(deletes):
-                return self._state
-            commit = Commit(deletes, batch)
-            payload = encode_commit(commit)
-            lsn = self._lsn + 1
-            self._wal.append(lsn, payload)       # raises StorageError: nothing was applied
-            # From here on the write has happened (it is in the log); nothing below may make
-            # it look failed.
-            self._apply(lsn, commit, notify=True)
-            self._publish()
-            if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
-                self._auto_checkpoint()
-            elif len(deletes):
-                self._wake.set()
-            return self._state
+        deletes = np.unique(np.asarray(deletes if deletes is not None else [], dtype=np.int64))
+        if batch is not None and batch.num_rows:
+            n = batch.num_rows
+            if self._next_rowid + n > MAX_ROWID:
+                raise LimitError(f"table {self.folder.name} would exceed {MAX_ROWID} row ids")
+            ids = pa.array(np.arange(self._next_rowid, self._next_rowid + n, dtype=np.int64))
+            batch = batch.append_column(ROWID, ids)
+        else:
+            batch = None
+        if batch is None and not len(deletes):
+            return None
+        commit = Commit(deletes, batch)
+        lsn = self._lsn + 1
+        self._wal.append(lsn, encode_commit(commit))   # raises StorageError: nothing was logged
+        return Logged(lsn, commit)
 
-    def _auto_checkpoint(self) -> None:
+    def apply(self, logged: Logged) -> TableState:
+        """Step 2: apply a record `log()` just appended to the in-memory rows and tombstones;
+        returns the state that holds it. Readers keep getting the previous state until
+        `publish()`, so the owner can bring its indexes up to this one first."""
+        self._require_write_lock()
+        if logged.lsn != self._lsn + 1:
+            raise UnidbError(f"table {self.folder.name}: record {logged.lsn} applied out of "
+                             f"order (last applied: {self._lsn})")
+        try:
+            self._apply(logged.lsn, logged.commit)
+        except Exception as e:
+            # The record is in the log but the in-memory table may hold part of it: another
+            # write would log after a state that is not the log's. Refuse writes; a reopen
+            # replays the log and so holds the write.
+            self._apply_error = UnidbError(
+                f"table {self.folder.name}: write {logged.lsn} is in the log but applying it "
+                f"in memory failed ({type(e).__name__}: {e}); the table refuses writes until "
+                f"it is reopened, which replays it")
+            self._stop = True                    # nor may compaction publish that table
+            self._wake.set()
+            raise self._apply_error from e
+        if len(logged.commit.deletes):
+            self._deleted_since_wake = True
+        return self._make_state()
+
+    def publish(self, state: TableState) -> None:
+        """Step 3: make `state` (from `apply()`) the one readers get."""
+        self._require_write_lock()
+        self._state = state
+
+    def after_write(self) -> TableState | None:
+        """Step 4, housekeeping a published write triggers: the automatic checkpoint once the
+        in-memory rows pass `MEMTABLE_FLUSH_BYTES` (a failure is logged, kept in `health()` and
+        retried later: never the write's failure), else a compaction wake-up after deletes.
+        Returns the checkpointed state when a checkpoint was made (the owner saves its
+        indexes then), else None."""
+        self._require_write_lock()
+        if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
+            return self._auto_checkpoint()
+        if self._deleted_since_wake:
+            self._deleted_since_wake = False
+            self._wake.set()
+        return None
+
+    def _require_write_lock(self) -> None:
+        # The steps of a write touch shared state and must not interleave with another
+        # write, a checkpoint or a compaction swap: the owner holds the lock across all of them.
+        if not self._lock._is_owned():
+            raise RuntimeError(f"table {self.folder.name}: a write step was called without "
+                               f"holding the table's write lock")
+
+    def _auto_checkpoint(self) -> TableState | None:
         """The checkpoint a write triggers: a failure is recorded and retried later, never the
-        write's failure (it is already in the log)."""
+        write's failure (it is already in the log). Returns the checkpointed state, if made."""
         if time.monotonic() < self._retry_at:
-            return
+            return None
         try:
             self._flush_locked()
         except UnidbError as e:
@@ -332,8 +388,10 @@ class TableStore:
                         RETRY_AFTER_FAILURE_SECONDS, e)
             self.checkpoint_error = e
             self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            return None
+        return self._state
 
-    def _apply(self, lsn: int, commit: Commit, notify: bool) -> None:
+    def _apply(self, lsn: int, commit: Commit) -> None:
         if len(commit.deletes):
             fresh_bm = BitMap(commit.deletes.astype(np.uint32))
             fresh_bm.difference_update(self._tomb)
@@ -349,10 +407,6 @@ class TableStore:
             self._next_rowid = int(ids[len(ids) - 1].as_py()) + 1
             self._live_rows += commit.batch.num_rows
         self._lsn = lsn
-        if notify and self.listeners:
-            state = self._make_state()
-            for fn in self.listeners:
-                fn(state, commit)
 
     def _append_mem(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
@@ -377,6 +431,8 @@ class TableStore:
             raise ClosedError(f"table at {self.folder} is closed")
         if self.read_only:
             raise ReadOnlyError(f"table {self.folder.name} was opened read-only")
+        if self._apply_error is not None:
+            raise self._apply_error
 
     def health(self) -> dict:
         """What background work last failed, if anything (cleared when it next succeeds)."""
@@ -384,16 +440,20 @@ class TableStore:
         return {"checkpoint_error": _describe(self.checkpoint_error),
                 "compaction_error": _describe(self.compaction_error),
                 "wal_error": _describe(wal_broken),
-                "writable": not (self.read_only or self._closed or wal_broken is not None)}
+                "apply_error": _describe(self._apply_error),
+                "writable": not (self.read_only or self._closed or wal_broken is not None
+                                 or self._apply_error is not None)}
 
     # -- checkpoint (flush) ----------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self) -> TableState | None:
         """Write in-memory rows to a segment and checkpoint (a no-op when nothing was written
-        since the last checkpoint)."""
+        since the last checkpoint). Returns the checkpointed state, or None when a no-op."""
         self._check_writable()
         with self._lock:
-            if self._lsn != self._manifest.checkpoint_lsn:
-                self._flush_locked()
+            if self._lsn == self._manifest.checkpoint_lsn:
+                return None
+            self._flush_locked()
+            return self._state
 
     def _flush_locked(self) -> None:
         """Checkpoint: new segment + tombstones + empty log, then swap the manifest.
@@ -426,7 +486,6 @@ class TableStore:
                                 sync=self.durability == "sync", create=True)
             new.checkpoint_lsn = self._lsn
             new.next_rowid = self._next_rowid
-            self._notify_checkpoint(self._make_state())   # indexes persist up to here first
             synced = self._swap_manifest(new)
         except StorageError:
             if new_wal is not None:
@@ -457,17 +516,6 @@ class TableStore:
             if old.tombstones and old.tombstones != new.tombstones:
                 _remove_quietly(self.folder / old.tombstones)
         self._wake.set()                         # maybe compaction has work now
-
-    def _notify_checkpoint(self, state: TableState) -> None:
-        for fn in self.checkpoint_listeners:
-            try:
-                fn(state)
-            except Exception:  # noqa: BLE001 - derived data: see below
-                # Index snapshots are derived data that catch up from the rows on open, so a
-                # failed save (disk full, a damaged index file) must not stop the table's
-                # checkpoint; the index stays unsaved and is saved at a later checkpoint.
-                log.exception("saving index snapshots of %s failed; the table checkpoint "
-                              "goes ahead", self.folder)
 
     def set_index_definitions(self, indexes: dict) -> None:
         """Record index definitions in the manifest (durable on return)."""

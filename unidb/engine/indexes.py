@@ -1,19 +1,27 @@
 """The indexes of one table: definitions, builds, maintenance on every write, persistence.
 
-Indexes are derived data. Each is fed every commit (inserted rows and deleted row ids) under
-the table's write lock, so a search never sees an index behind the rows. Each index saves a
-snapshot tagged with the row-id watermark it covers (`covered` = the table's next row id at the
-save); on open it loads that snapshot and catches up from the table itself: rows with ids at or
-past the watermark are added, tombstoned ids below it are deleted (deletes are idempotent). Row
-ids are never reused, so the watermark plays the role of a WAL position — and because catch-up
-reads the durable rows rather than the log, an index never forces the log to be kept, and a
-snapshot may be older than the last checkpoint (indexes save when they changed enough, not at
-every checkpoint). A crash at any point leaves the last complete snapshot plus durable rows.
+Indexes are derived data. The table engine (`engine/table.py`) feeds each one every write
+(inserted rows and deleted row ids) under the table's write lock, after the write is logged
+and applied and before its state is published (`apply`), so a search never sees rows an index
+lacks. Each index saves a snapshot tagged with the row-id watermark it covers (`covered` = the
+table's next row id at the save); on open it loads that snapshot and catches up from the table
+itself: rows with ids at or past the watermark are added, tombstoned ids below it are deleted
+(deletes are idempotent). Row ids are never reused, so the watermark plays the role of a WAL
+position — and because catch-up reads the durable rows rather than the log, an index never
+forces the log to be kept, and a snapshot may be older than the last checkpoint (indexes save
+when they changed enough, not at every checkpoint). A crash at any point leaves the last
+complete snapshot plus durable rows.
+
+An index that fails to take a write (the write is durable by then, so it must not fail the
+write) is rebuilt from the rows of the new state. One whose rebuild fails too is *broken*:
+logged, listed by `health()`, retried at later writes and rebuilt at the next open; meanwhile
+vector and sorted searches scan exactly instead, and text and sparse searches that need it
+raise (`get`) — never an answer silently missing acknowledged rows.
 
 Text columns (`unidb.Text`) and sparse-vector columns get their inverted index automatically;
 vector (`partition`) and scalar (`sorted`) indexes are created with `t.create_index`.
 
-Read-only processes cannot be fed commits (they happen in another process). Their `IndexSet`
+Read-only processes cannot be fed writes (they happen in another process). Their `IndexSet`
 follows the rows instead: it remembers the `TableState` its indexes reflect, and every read call
 takes its snapshot through `snapshot()`, which first brings the indexes to exactly that state —
 rows with ids at or past the old watermark are added, tombstones not yet applied are deleted,
@@ -40,9 +48,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from unidb.errors import NotFoundError, QueryError, SchemaError
+from unidb.errors import NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError
+from unidb.schema import Schema
 from unidb.storage import files
 from unidb.storage.parts import ROWID, TableState
+from unidb.storage.records import Commit
+from unidb.storage.table_store import TableStore
 
 log = logging.getLogger("unidb.indexes")
 
@@ -58,6 +69,13 @@ SAVE_MIN_FRACTION = 0.2
 INDEX_DIR_PREFIX = "idx-"
 # A read-only process retries loading a snapshot the writer replaced while it was copying.
 READ_RETRIES = 5
+# A broken index (its feed and its rebuild both failed) is rebuilt again at a write at most
+# this often: each try reads every row of the column, and the cause (memory, a bug) rarely
+# clears within seconds.
+REBUILD_RETRY_SECONDS = 5.0
+# Kinds whose searches fall back to an exact scan when the index is broken (same answers,
+# slower); a text or sparse search has no such fallback and raises instead.
+EXACT_FALLBACK = ("partition", "sorted")
 
 
 def index_folder(table_folder: Path, column: str) -> Path:
@@ -305,13 +323,35 @@ class IndexHandle:
         return ADAPTERS[self.kind]
 
 
-class IndexSet:
-    """All indexes of one table, kept in step with its commits."""
+@dataclasses.dataclass
+class BrokenIndex:
+    """An index that failed to take a write and whose rebuild failed too: out of service."""
+    column: str
+    kind: str
+    options: dict
+    error: BaseException
+    retry_at: float
 
-    def __init__(self, table):
-        self._table = table
-        self._store = table._store
+    def unusable(self) -> UnidbError:
+        return UnidbError(f"the {self.kind} index on column {self.column!r} is out of "
+                          f"service: it failed to take a write and was not rebuilt "
+                          f"({type(self.error).__name__}: {self.error}); it is rebuilt at a "
+                          f"later write or when the table is reopened, and searches that need "
+                          f"it fail until then")
+
+
+class IndexSet:
+    """All indexes of one table, kept in step with its writes by the table engine.
+
+    `write_lock` is the table engine's write lock (the one its store was given): index
+    definitions change and snapshots are saved under it, so no write is half-fed meanwhile."""
+
+    def __init__(self, store: TableStore, schema: Schema, write_lock: threading.RLock):
+        self._store = store
+        self._schema = schema
+        self._write_lock = write_lock
         self._handles: dict[str, IndexHandle] = {}
+        self._broken: dict[str, BrokenIndex] = {}
         self._lock = threading.RLock()
         self.read_only = self._store.read_only
         # Read-only processes: the state the indexes reflect, the definitions they were opened
@@ -327,17 +367,15 @@ class IndexSet:
                 self._follow(self._store.state)
         else:
             self._open_existing()
-            self._store.listeners.append(self._on_commit)
-            self._store.checkpoint_listeners.append(self._on_checkpoint)
 
     # -- the state a read runs on ----------------------------------------------------------
     @contextlib.contextmanager
     def snapshot(self):
         """The table state one read call runs on, with every index at exactly that state.
 
-        Writer process: the latest state (indexes are fed every commit under the write lock,
-        so they may already hold later rows; the query layer drops index results that are not
-        live in the snapshot). Read-only process: the latest state on disk; the indexes are
+        Writer process: the latest published state (indexes are fed every write before its
+        state is published, so they may already hold later rows; the query layer drops index
+        results that are not live in the snapshot). Read-only process: the latest state on disk; the indexes are
         caught up to it first, and stay there until the block ends (catch-up to a newer state
         waits for pinned queries to finish). Nested calls in one thread reuse the outer state."""
         if not self.read_only:
@@ -370,8 +408,8 @@ class IndexSet:
 
     def holds_exactly(self, state: TableState) -> bool:
         """Whether the indexes held exactly `state`'s rows throughout a search on it that has
-        ended: always in a reader (pinned); in the writer, when no commit began feeding them
-        since `state` (the writer sets `_fed_lsn` before it feeds a commit)."""
+        ended: always in a reader (pinned); in the writer, when no write began feeding them
+        since `state` (`apply` sets `_fed_lsn` before it feeds a write)."""
         return self.read_only or self._fed_lsn <= state.lsn
 
     def current_state(self) -> TableState:
@@ -458,12 +496,15 @@ class IndexSet:
 
     # -- definitions -----------------------------------------------------------------------
     def definitions(self) -> dict:
-        """column -> {"kind", "options"} for every index, automatic ones included."""
-        return {c: {"kind": h.kind, "options": dict(h.options)} for c, h in self._handles.items()}
+        """column -> {"kind", "options"} for every index, automatic and broken ones included."""
+        out = {c: {"kind": h.kind, "options": dict(h.options)} for c, h in self._handles.items()}
+        out.update({c: {"kind": b.kind, "options": dict(b.options)}
+                    for c, b in self._broken.items()})
+        return out
 
     def _wanted(self) -> dict[str, dict]:
         want = {}
-        for name, ctype in self._table.schema.columns.items():
+        for name, ctype in self._schema.columns.items():
             if ctype.kind in AUTOMATIC:
                 want[name] = {"kind": AUTOMATIC[ctype.kind], "options": {}}
         want.update(self._store.manifest.indexes)
@@ -499,7 +540,7 @@ class IndexSet:
             folder = None
             if kind == "partition":
                 build_options = {**options, "storage": "memory"}
-        impl = adapter.build(self._table.schema[column], build_options, ids, vals, folder)
+        impl = adapter.build(self._schema[column], build_options, ids, vals, folder)
         return IndexHandle(column, kind, options, impl, covered=-1,
                            changes=max(len(ids), 1))
 
@@ -524,7 +565,7 @@ class IndexSet:
             val_parts.append(v)
         ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64)
         if not val_parts:
-            return ids, (np.zeros((0, self._table.schema[column].dim), np.float32)
+            return ids, (np.zeros((0, self._schema[column].dim), np.float32)
                          if adapter.name == "partition" else [])
         if isinstance(val_parts[0], np.ndarray):
             return ids, np.concatenate(val_parts)
@@ -547,7 +588,7 @@ class IndexSet:
                 h.changes += len(ids)
 
     def create(self, column: str, kind: str | None = None, **options: Any) -> None:
-        schema = self._table.schema
+        schema = self._schema
         if column not in schema:
             raise NotFoundError(f"unknown column {column!r}; the table has {schema.names()}")
         ctype = schema[column]
@@ -557,19 +598,20 @@ class IndexSet:
             raise SchemaError(f"index kind {kind!r} is not available for column {column!r} "
                               f"({ctype!r}); available: {list(allowed)}")
         if self._store.read_only:
-            from unidb.errors import ReadOnlyError
             raise ReadOnlyError("cannot create an index through a read-only handle")
         if kind == "flat":
             return                                    # exact scans need no structure
         with self._lock:
-            if column in self._handles:
-                raise SchemaError(f"column {column!r} already has a {self._handles[column].kind} "
-                                  f"index; drop_index() it first")
+            have = self._handles.get(column) or self._broken.get(column)
+            if have is not None:
+                raise SchemaError(f"column {column!r} already has a {have.kind} index"
+                                  f"{' (broken)' if column in self._broken else ''}; "
+                                  f"drop_index() it first")
         options = _plain_options(column, options)
         # Build from a snapshot without blocking writers, then catch up under the write lock.
         snap = self._store.state
         handle = self._build(column, kind, dict(options), snap)
-        with self._store._lock:
+        with self._write_lock:
             now = self._store.state
             handle.covered = snap.next_rowid
             self._catch_up(handle, now)
@@ -583,8 +625,8 @@ class IndexSet:
                 self._handles[column] = handle
 
     def drop(self, column: str) -> None:
-        with self._store._lock:
-            h = self._handles.get(column)
+        with self._write_lock:
+            h = self._handles.get(column) or self._broken.get(column)
             if h is None or column not in self._store.manifest.indexes:
                 raise NotFoundError(f"no droppable index on column {column!r}"
                                     + (" (text/sparse indexes are automatic)" if h else ""))
@@ -592,38 +634,112 @@ class IndexSet:
             defs.pop(column)
             self._store.set_index_definitions(defs)
             with self._lock:
-                self._handles.pop(column)
-            if hasattr(h.impl, "close"):
+                self._handles.pop(column, None)
+                self._broken.pop(column, None)
+            if isinstance(h, IndexHandle) and hasattr(h.impl, "close"):
                 h.impl.close()
             shutil.rmtree(index_folder(self._store.folder, column), ignore_errors=True)
 
-    # -- maintenance -----------------------------------------------------------------------
-    def _on_commit(self, state: TableState, commit) -> None:
+    # -- maintenance: the feed step of the engine's write path ---------------------------
+    def apply(self, state: TableState, commit: Commit) -> None:
+        """Feed one logged and applied write (`commit`, whose rows `state` holds) to every
+        index; the engine calls this under its write lock, before it publishes `state`.
+
+        Does not raise for an index's failure: the write is already durable. The failing
+        index is rebuilt from `state`'s rows, or, if that fails too, marked broken (see the
+        module docstring); a broken index is retried here at most every
+        `REBUILD_RETRY_SECONDS`."""
         self._fed_lsn = state.lsn            # first: a search that sees it knows to re-check
         for h in list(self._handles.values()):
-            with h.lock:
-                if len(commit.deletes):
-                    h.impl.delete(commit.deletes)
-                    h.changes += len(commit.deletes)
-                if commit.batch is not None:
-                    ids = commit.batch.column(ROWID).to_numpy()
-                    i, v = h.adapter.values(commit.batch.column(h.column), ids)
-                    if len(i):
-                        h.adapter.add(h.impl, i, v)
-                    h.changes += len(ids)
+            try:
+                with h.lock:
+                    self._feed_commit(h, commit)
+            except Exception as e:  # noqa: BLE001 - any failure: the rows hold the truth
+                self._rebuild(h, state, e)
+            except BaseException as e:
+                # An interrupt mid-feed: no time to rebuild, but the index must not answer
+                # with rows missing once the state is published.
+                self._mark_broken(h, e)
+                raise
+        self._retry_broken(state)
 
-    def _on_checkpoint(self, state: TableState) -> None:
+    def _feed_commit(self, h: IndexHandle, commit: Commit) -> None:
+        if len(commit.deletes):
+            h.impl.delete(commit.deletes)
+            h.changes += len(commit.deletes)
+        if commit.batch is not None:
+            ids = commit.batch.column(ROWID).to_numpy()
+            i, v = h.adapter.values(commit.batch.column(h.column), ids)
+            if len(i):
+                h.adapter.add(h.impl, i, v)
+            h.changes += len(ids)
+
+    def _rebuild(self, h: IndexHandle, state: TableState, error: Exception) -> None:
+        """An index failed to take a write: replace it with one built from `state`'s rows."""
+        log.error("the %s index on %s of %s failed to take write %d (%s: %s); rebuilding it "
+                  "from the rows", h.kind, h.column, self._store.folder, state.lsn,
+                  type(error).__name__, error)
+        try:
+            _close_impl(h.impl)
+        except Exception:  # noqa: BLE001 - it is being replaced either way
+            log.exception("closing the failed index on %s failed", h.column)
+        try:
+            new = self._build(h.column, h.kind, h.options, state)
+        except Exception as e:  # noqa: BLE001 - reported as a broken index
+            self._mark_broken(h, e)
+            return
+        with self._lock:
+            self._handles[h.column] = new
+
+    def _mark_broken(self, h: IndexHandle, error: BaseException) -> None:
+        log.error("the %s index on %s of %s is out of service until it can be rebuilt "
+                  "(%s: %s)", h.kind, h.column, self._store.folder, type(error).__name__, error)
+        with self._lock:
+            self._handles.pop(h.column, None)
+            self._broken[h.column] = BrokenIndex(h.column, h.kind, h.options, error,
+                                                 time.monotonic() + REBUILD_RETRY_SECONDS)
+
+    def _retry_broken(self, state: TableState) -> None:
+        for b in list(self._broken.values()):
+            if time.monotonic() < b.retry_at:
+                continue
+            try:
+                handle = self._build(b.column, b.kind, b.options, state)
+            except Exception as e:  # noqa: BLE001 - still broken: try again later
+                log.error("rebuilding the %s index on %s failed again (%s: %s)", b.kind,
+                          b.column, type(e).__name__, e)
+                b.error, b.retry_at = e, time.monotonic() + REBUILD_RETRY_SECONDS
+                continue
+            log.warning("the %s index on %s is rebuilt and back in service", b.kind, b.column)
+            with self._lock:
+                self._broken.pop(b.column, None)
+                self._handles[b.column] = handle
+
+    def health(self) -> dict[str, str]:
+        """column -> the failure of each broken index (empty when all are in service)."""
+        return {c: f"{type(b.error).__name__}: {b.error}" for c, b in self._broken.items()}
+
+    def checkpointed(self, state: TableState) -> None:
+        """The table checkpointed at `state`: save the snapshots of indexes that changed
+        enough since their last save (or were never saved). A failed save is logged, never
+        raised: index snapshots are derived data that catch up from the rows on open, so the
+        index stays unsaved and is saved at a later checkpoint."""
         for h in list(self._handles.values()):
             size = max(len(h.impl), 1) if hasattr(h.impl, "__len__") else 1
             if h.changes >= max(SAVE_MIN_CHANGES, SAVE_MIN_FRACTION * size) or h.covered < 0:
-                self._save(h, state)
+                try:
+                    self._save(h, state)
+                except Exception:  # noqa: BLE001 - derived data: see the docstring
+                    log.exception("saving the index on %s of %s failed; it is saved at a "
+                                  "later checkpoint", h.column, self._store.folder)
 
     def _save(self, h: IndexHandle, state: TableState) -> None:
-        # Under the table's write lock no commit is half-fed into the index, so the snapshot
-        # holds exactly the rows below `state.next_rowid` (minus deletes) — the watermark.
+        # Under the table's write lock no write is half-fed into the index, so the snapshot
+        # holds exactly the rows below the published state's `next_rowid` (minus deletes) —
+        # the watermark.
         folder = files.ensure_dir(index_folder(self._store.folder, h.column))
-        with self._store._lock, h.lock:
-            state = self._store._state if self._store._state is not None else state
+        with self._write_lock, h.lock:
+            state = self._store.state
             h.adapter.save(h.impl, folder, state.next_rowid)
             h.covered = state.next_rowid
             h.changes = 0
@@ -637,11 +753,21 @@ class IndexSet:
                 finally:
                     _close_impl(h.impl)
             self._handles.clear()
+            self._broken.clear()
 
     # -- lookups for the query layer -------------------------------------------------------
     def get(self, column: str, kind: str | None = None):
+        """The live index of `column` (of `kind`, when given), or None. A broken index is None
+        for the kinds an exact scan can stand in for, and raises `UnidbError` for the others
+        (text, sparse), so a search never answers from an index missing rows."""
         h = self._handles.get(column)
-        if h is None or (kind is not None and h.kind != kind):
+        if h is None:
+            b = self._broken.get(column)
+            if b is not None and (kind is None or b.kind == kind) \
+                    and b.kind not in EXACT_FALLBACK:
+                raise b.unusable()
+            return None
+        if kind is not None and h.kind != kind:
             return None
         return h
 
@@ -654,14 +780,19 @@ class IndexSet:
         return None if h is None else h.impl
 
     def stats(self, column: str) -> dict:
+        """Size and maintenance figures of one index; `broken` names the failure that took it
+        out of service (None while it is in service)."""
         h = self._handles.get(column)
+        b = self._broken.get(column)
+        if b is not None:
+            return {"kind": b.kind, "column": column, "broken": str(b.unusable())}
         if h is None:
             raise NotFoundError(f"no index on column {column!r}; indexes: "
                                 f"{sorted(self._handles)}")
         with h.lock:
             s = dict(h.impl.stats()) if hasattr(h.impl, "stats") else {"rows": len(h.impl)}
         s.update({"kind": h.kind, "column": column, "covered_rowid": h.covered,
-                  "unsaved_changes": h.changes})
+                  "unsaved_changes": h.changes, "broken": None})
         return s
 
     # MATCH(column, 'query') in filters asks this (the filter evaluator's context).

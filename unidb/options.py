@@ -212,5 +212,11 @@ class Options:
         out["indexes"]["partition"] = dict(self.indexes.partition)
         return out
 
+    def differences(self, other: "Options") -> list[str]:
+        """'section.name: mine / theirs' for every option whose values differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{sec}.{k}: {v!r} / {theirs[sec][k]!r}"
+                for sec in mine for k, v in mine[sec].items() if theirs[sec][k] != v]
+
 
 DEFAULT = Options()

@@ -10,12 +10,10 @@ import sys
 import numpy as np
 
 import unidb
-from unidb.storage import table_store
 
 # Small in-memory table so flushes (and compactions) happen many times per second.
-table_store.MEMTABLE_FLUSH_BYTES = 64 << 10
-table_store.COMPACT_SMALL_BYTES = 48 << 10
-table_store.COMPACT_TARGET_BYTES = 256 << 10
+OPTIONS = {"storage": {"memtable_flush_bytes": 64 << 10, "compact_small_bytes": 48 << 10,
+                       "compact_target_bytes": 256 << 10}}
 
 BATCH = 100
 DIM = 16
@@ -29,7 +27,7 @@ def rows(start: int, n: int) -> dict:
 def main() -> None:
     path, mode, start, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = np.random.default_rng(seed)
-    db = unidb.connect(path)
+    db = unidb.connect(path, options=OPTIONS)
     if "t" in db.table_names():
         t = db.open_table("t")
     else:

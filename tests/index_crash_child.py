@@ -5,18 +5,16 @@ import sys
 import numpy as np
 
 import unidb
-from unidb.storage import table_store
-from unidb.engine import indexes
 
-table_store.MEMTABLE_FLUSH_BYTES = 256 << 10     # frequent checkpoints ...
-indexes.SAVE_MIN_CHANGES = 500                   # ... and index snapshots during the run
+OPTIONS = {"storage": {"memtable_flush_bytes": 256 << 10},   # frequent checkpoints ...
+           "indexes": {"save_min_changes": 500}}             # ... and index snapshots
 DIM = 16
 
 
 def main() -> None:
     path, start, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = np.random.default_rng(seed)
-    db = unidb.connect(path)
+    db = unidb.connect(path, options=OPTIONS)
     if "t" in db.table_names():
         t = db.open_table("t")
     else:

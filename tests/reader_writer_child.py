@@ -8,7 +8,7 @@ Usage: reader_writer_child.py DB_PATH serve
            prints "DONE <json counters>".
 
 Flushes, compactions, index snapshot saves and partition rebalancing are made frequent by
-shrinking the thresholds below, so a short run crosses each of them many times.
+shrinking the thresholds in OPTIONS, so a short run crosses each of them many times.
 """
 from __future__ import annotations
 
@@ -19,15 +19,10 @@ import time
 import numpy as np
 
 import unidb
-from unidb.engine import indexes
-from unidb.storage import table_store
 
-table_store.MEMTABLE_FLUSH_BYTES = 48 << 10
-table_store.MEMTABLE_CHUNK_ROWS = 256
-table_store.COMPACT_SMALL_BYTES = 32 << 10
-table_store.COMPACT_TARGET_BYTES = 256 << 10
-indexes.SAVE_MIN_CHANGES = 150
-indexes.SAVE_MIN_FRACTION = 0.0
+OPTIONS = {"storage": {"memtable_flush_bytes": 48 << 10, "memtable_chunk_rows": 256,
+                       "compact_small_bytes": 32 << 10, "compact_target_bytes": 256 << 10},
+           "indexes": {"save_min_changes": 150, "save_min_fraction": 0.0}}
 
 DIM = 8
 WORDS = [f"w{i}" for i in range(40)]
@@ -87,7 +82,7 @@ def run_command(db, t, cmd: dict):
 
 
 def serve(path: str) -> None:
-    db = unidb.connect(path)
+    db = unidb.connect(path, options=OPTIONS)
     t = open_table(db)
     print("READY", flush=True)
     for line in sys.stdin:
@@ -106,7 +101,7 @@ def serve(path: str) -> None:
 
 def churn(path: str, seconds: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    db = unidb.connect(path)
+    db = unidb.connect(path, options=OPTIONS)
     t = open_table(db)
     if not len(t):
         t.add(rows(0, 400, seed))

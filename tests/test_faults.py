@@ -28,15 +28,19 @@ from unidb.storage import files, table_store
 
 DIM = 8
 ERRNOS = (errno.ENOSPC, errno.EIO)
+# Checkpoint inside `add` after a few KiB, compact small segments, retry failed background
+# work at once.
+SMALL = {"storage": {"memtable_flush_bytes": 6_000, "compact_small_bytes": 1 << 20,
+                     "compact_target_bytes": 256 << 20, "retry_after_failure_seconds": 0.0}}
+
+
+def connect(path, **kw):
+    return unidb.connect(path, options=SMALL, **kw)
 
 
 @pytest.fixture(autouse=True)
 def _small_and_deterministic(monkeypatch):
-    # Checkpoint inside `add` after a few KiB, compact small segments, and no background
-    # thread: the same operations in the same order on every run.
-    monkeypatch.setattr(table_store, "MEMTABLE_FLUSH_BYTES", 6_000)
-    monkeypatch.setattr(table_store, "COMPACT_SMALL_BYTES", 1 << 20)
-    monkeypatch.setattr(table_store, "RETRY_AFTER_FAILURE_SECONDS", 0.0)
+    # No background thread: the same operations in the same order on every run.
     monkeypatch.setattr(table_store.TableStore, "_start_worker", lambda self: None)
     # Real durability is the kill -9 tests' job; here the fault seam still sees every fsync
     # (and fails it when told to), but the disk is spared hundreds of real ones.
@@ -79,7 +83,7 @@ class Workload:
         raise AssertionError(f"{step} failed twice: {self.failures[-1][1]!r}")
 
     def run(self, crash: bool):
-        db = self.attempt("connect", lambda: unidb.connect(self.path))
+        db = self.attempt("connect", lambda: connect(self.path))
         t = self.attempt("create_table", lambda: db.create_table("t", SCHEMA, exist_ok=True))
         a = _rows(range(0, 40), 1)
         self.attempt("add", lambda: t.add(a), lambda: self._put(a))
@@ -118,7 +122,7 @@ class Workload:
 
 def _check(path, model):
     """The database at `path` holds exactly `model`, through every access path."""
-    db = unidb.connect(path)
+    db = connect(path)
     try:
         t = db.open_table("t")
         got = t.to_arrow(columns=["id", "price"]).to_pylist()
@@ -202,7 +206,7 @@ def test_every_write_point_fails_cleanly(tmp_path, crash):
 def test_checkpoint_failure_is_not_the_writes_failure(db_path, monkeypatch):
     """Issue #11 defect 3: a failed automatic checkpoint inside `add` used to raise after the
     WAL append; the rows were visible, the key map stale, and a retry committed them twice."""
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.create_table("t", SCHEMA)
     t.create_index("emb", kind="partition")
     with files.FaultPlan(ops="rename", name="MANIFEST.json", times=None) as plan:
@@ -218,7 +222,7 @@ def test_checkpoint_failure_is_not_the_writes_failure(db_path, monkeypatch):
     t.add(_rows(range(100, 110), 2))                     # disk back: the checkpoint catches up
     assert t._store.health()["checkpoint_error"] is None
     db.close()
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.open_table("t")
     assert len(t) == 110 and t.count(where="id = 50") == 1
     db.close()
@@ -227,7 +231,7 @@ def test_checkpoint_failure_is_not_the_writes_failure(db_path, monkeypatch):
 def test_damaged_index_manifest_does_not_block_checkpoints(db_path):
     """Issue #11 defect 6: a damaged idx-<col>/partition-index.json made every checkpoint fail
     (persist.save read it for the generation number), so the WAL never shrank."""
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.create_table("t", SCHEMA)
     t.add(_rows(range(200), 1))
     t.create_index("emb", kind="partition")
@@ -242,7 +246,7 @@ def test_damaged_index_manifest_does_not_block_checkpoints(db_path):
     db._tables.clear()
     t._store.close()
     db._folder.close()
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     assert len(db.open_table("t")) == 400
     db.close()
 
@@ -251,8 +255,8 @@ def test_compaction_on_a_full_disk_leaves_the_table_writable(db_path, monkeypatc
     """Issue #11 defect 7: after a background compaction hit a full disk the table refused
     every write until the process restarted, and close() raised a raw OSError."""
     monkeypatch.undo()                                  # the real background worker
-    monkeypatch.setattr(table_store, "RETRY_AFTER_FAILURE_SECONDS", 0.05)
-    db = unidb.connect(db_path)
+    db = unidb.connect(db_path, options={"storage": {**SMALL["storage"],
+                                                     "retry_after_failure_seconds": 0.05}})
     t = db.create_table("t", SCHEMA)
     for k in range(3):
         t.add(_rows(range(100 * k, 100 * k + 100), k))
@@ -270,25 +274,25 @@ def test_compaction_on_a_full_disk_leaves_the_table_writable(db_path, monkeypatc
     assert t.compact() >= 0                             # disk back: works without a restart
     assert t._store.health()["compaction_error"] is None
     db.close()
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     assert len(db.open_table("t")) == 160
     db.close()
 
 
 def test_close_on_a_full_disk_raises_storage_error_and_loses_nothing(db_path):
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.create_table("t", SCHEMA)
     t.add(_rows(range(20), 1))
     with files.FaultPlan(ops="write", name="seg-*", times=None):
         with pytest.raises(StorageError, match="replayed at the next open|No space"):
             db.close()
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     assert len(db.open_table("t")) == 20
     db.close()
 
 
 def test_failed_wal_truncate_refuses_writes_until_repaired(db_path):
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.create_table("t", SCHEMA)
     t.add(_rows(range(10), 1))
     # The append's fsync fails, and so does cutting the record back off: the log is broken.
@@ -304,7 +308,7 @@ def test_failed_wal_truncate_refuses_writes_until_repaired(db_path):
     assert t._store.health()["writable"] and len(t) == 20
     t._store.abandon()
     db._folder.close()
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     assert len(db.open_table("t")) == 20
     db.close()
 
@@ -312,7 +316,7 @@ def test_failed_wal_truncate_refuses_writes_until_repaired(db_path):
 def test_compaction_keeps_old_segments_when_the_manifest_swap_is_not_synced(db_path):
     """If the folder fsync after the compaction's manifest rename fails, a power loss could
     bring the old manifest back: the segments it names must still be there."""
-    db = unidb.connect(db_path)
+    db = connect(db_path)
     t = db.create_table("t", SCHEMA)
     for k in range(3):
         t.add(_rows(range(100 * k, 100 * k + 100), k))
@@ -326,7 +330,7 @@ def test_compaction_keeps_old_segments_when_the_manifest_swap_is_not_synced(db_p
     assert set(t._store.manifest.segments) != old
     assert all((t._store.folder / n).exists() for n in old)
     db.close()
-    db = unidb.connect(db_path)                          # the next open removes them
+    db = connect(db_path)                          # the next open removes them
     t = db.open_table("t")
     assert len(t) == 300 and not any((t._store.folder / n).exists() for n in old)
     db.close()

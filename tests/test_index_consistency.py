@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import unidb
-from unidb.engine import indexes
-from unidb.storage import table_store
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo"]
+# Many checkpoints, and an index snapshot saved at most of them.
+OPTIONS = {"storage": {"memtable_flush_bytes": 8_000}, "indexes": {"save_min_changes": 40}}
 
 
 def check(t, model: dict) -> None:
@@ -32,11 +32,9 @@ def check(t, model: dict) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_indexes_follow_random_writes_reopens_and_crashes(tmp_path, monkeypatch, seed):
-    monkeypatch.setattr(table_store, "MEMTABLE_FLUSH_BYTES", 8_000)   # many checkpoints
-    monkeypatch.setattr(indexes, "SAVE_MIN_CHANGES", 40)              # many index snapshots
     rng = np.random.default_rng(seed)
     path = tmp_path / "db"
-    db = unidb.connect(path)
+    db = unidb.connect(path, options=OPTIONS)
     t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "body": unidb.Text(),
                               "score": unidb.Int64(), "v": unidb.Vector(4)})
     t.create_index("score")
@@ -75,7 +73,7 @@ def test_indexes_follow_random_writes_reopens_and_crashes(tmp_path, monkeypatch,
             else:                                     # crash: no checkpoint, no index save
                 t._close(checkpoint=False)
                 db._folder.close()
-            db = unidb.connect(path)
+            db = unidb.connect(path, options=OPTIONS)
             t = db.open_table("t")
         if step % 10 == 9:
             check(t, model)

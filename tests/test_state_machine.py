@@ -6,18 +6,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import unidb
 from unidb.errors import ValidationError
-from unidb.storage import table_store
 
 KEYS = st.integers(0, 40)
 CATS = st.sampled_from(["a", "b", "c"])
 PRICES = st.one_of(st.none(), st.integers(0, 9).map(float))
 DIM = 3
+OPTIONS = {"storage": {"memtable_flush_bytes": 2_000}}   # many checkpoints
 
 
 def vec(k: int, gen: int) -> list[float]:
@@ -28,9 +27,7 @@ class TableModel(RuleBasedStateMachine):
     @initialize()
     def setup(self):
         self.dir = Path(tempfile.mkdtemp())
-        self._saved = table_store.MEMTABLE_FLUSH_BYTES
-        table_store.MEMTABLE_FLUSH_BYTES = 2_000          # many checkpoints
-        self.db = unidb.connect(self.dir / "db")
+        self.db = unidb.connect(self.dir / "db", options=OPTIONS)
         self.t = self.db.create_table("t", {
             "id": unidb.Int64(primary_key=True), "cat": unidb.String(),
             "price": unidb.Float64(nullable=True), "v": unidb.Vector(DIM)})
@@ -38,7 +35,6 @@ class TableModel(RuleBasedStateMachine):
         self.gen = 0
 
     def teardown(self):
-        table_store.MEMTABLE_FLUSH_BYTES = self._saved
         try:
             self.db.close()
         finally:
@@ -94,7 +90,7 @@ class TableModel(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.db.close()
-        self.db = unidb.connect(self.dir / "db")
+        self.db = unidb.connect(self.dir / "db", options=OPTIONS)
         self.t = self.db.open_table("t")
 
     @rule()
@@ -102,7 +98,7 @@ class TableModel(RuleBasedStateMachine):
         # Drop the handle without any checkpoint: recovery must replay the log.
         self.t._store.abandon()
         self.db._folder.close()
-        self.db = unidb.connect(self.dir / "db")
+        self.db = unidb.connect(self.dir / "db", options=OPTIONS)
         self.t = self.db.open_table("t")
 
     @rule()

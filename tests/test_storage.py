@@ -1,18 +1,15 @@
 """Storage: WAL torn tails and corruption, recovery, checkpoints, compaction, orphans, locks."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 import unidb
 from unidb.errors import CorruptionError, LockedError, ReadOnlyError
-from unidb.storage import table_store
 from unidb.storage.manifest import read_manifest
 from unidb.storage.wal import FILE_HEADER_SIZE, RECORD_HEADER_SIZE, WalWriter, read_wal
 
@@ -126,9 +123,9 @@ def test_recovery_replays_wal_without_checkpoint(db_path):
 
 
 def test_checkpoint_segments_and_compaction(db_path, monkeypatch):
-    monkeypatch.setattr(table_store, "MEMTABLE_FLUSH_BYTES", 20_000)
-    monkeypatch.setattr(table_store, "COMPACT_SMALL_BYTES", 1)   # only dead-ratio compaction
-    db = unidb.connect(db_path)
+    db = unidb.connect(db_path, options={"storage": {
+        "memtable_flush_bytes": 20_000,
+        "compact_small_bytes": 1}})                  # only dead-ratio compaction
     t = db.create_table("t", items_schema())
     for i in range(10):
         t.add(items_rows(100, start=100 * i, seed=i))

@@ -3,6 +3,7 @@ from unidb.api.database import Database, connect
 from unidb.errors import (AuthError, ClosedError, CorruptionError, LimitError, LockedError,
                           NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError,
                           ValidationError)
+from unidb.options import IndexOptions, Options, PlannerOptions, StorageOptions
 from unidb.schema import Bool, Float64, Int64, Schema, SparseVector, String, Text, Vector
 
 __version__ = "0.1.0"
@@ -30,4 +31,5 @@ def match(column: str, query: str):
 __all__ = ["connect", "Database", "Int64", "Float64", "Bool", "String", "Text", "Vector",
            "SparseVector", "Schema", "col", "match", "similarity_join", "UnidbError", "SchemaError",
            "ValidationError", "NotFoundError", "QueryError", "LockedError", "ReadOnlyError",
-           "ClosedError", "CorruptionError", "AuthError", "LimitError"]
+           "ClosedError", "CorruptionError", "AuthError", "LimitError", "Options",
+           "StorageOptions", "IndexOptions", "PlannerOptions"]

@@ -15,17 +15,21 @@ from typing import Any, Mapping
 from unidb.engine.database import DatabaseEngine, open_engine, release, release_unreachable
 from unidb.engine.table import TableEngine
 from unidb.errors import ClosedError, ReadOnlyError, UnidbError, ValidationError
+from unidb.options import Options
 from unidb.schema import Schema
 from unidb.storage.catalog import DatabaseFolder
 from unidb.storage.table_store import DURABILITY_MODES
 
 
 def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync",
+            options: Options | Mapping[str, Any] | None = None,
             api_key: str | None = None, **client_options: Any):
     """Open (creating if needed) an embedded database folder, or connect to `unidb serve`.
 
     durability: "sync" (default; an acknowledged write survives kill -9 and power loss) or
     "async" (the log is fsynced every second). read_only: open beside a writer process.
+    options: engine tunables, a `unidb.Options` or a dict of its sections, e.g.
+    `{"storage": {"memtable_flush_bytes": 8 << 20}}` (docs/options.md); embedded only.
 
     Opening a folder this process already has open for writing returns a new handle on the
     same database (writes through either are seen at once through both); the writer lock is
@@ -38,7 +42,11 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
             from unidb.client import RemoteDatabase
         except ImportError:
             raise UnidbError("the HTTP client is not available in this build") from None
+        if options is not None:
+            raise ValidationError("options= tunes an embedded database opened by this "
+                                  "process; it cannot be sent to a server")
         return RemoteDatabase(text, api_key=api_key, **client_options)
+    options = Options.of(options)
     if durability not in DURABILITY_MODES:
         raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
     if not isinstance(uri, (str, Path)) or not text:
@@ -49,7 +57,7 @@ def connect(uri: str | Path, *, read_only: bool = False, durability: str = "sync
             raise ValidationError(f"cannot open a database at {str(path)!r}: {str(p)!r} is a "
                                   f"file, not a folder; a unidb database is a folder")
     try:
-        return Database(path, read_only=read_only, durability=durability)
+        return Database(path, read_only=read_only, durability=durability, options=options)
     except OSError as e:                       # permissions, read-only filesystem, ...
         raise UnidbError(f"cannot open a database at {str(path)!r}: "
                          f"{e.strerror or e}") from e
@@ -65,11 +73,12 @@ class Database:
     threads. Handles opened on one folder in one process share the database (see `connect`);
     a closed handle, and every table obtained from it, raises `ClosedError`."""
 
-    def __init__(self, path: Path, read_only: bool = False, durability: str = "sync"):
+    def __init__(self, path: Path, read_only: bool = False, durability: str = "sync",
+                 options: Options | None = None):
         self.path = Path(path)
         self.read_only = read_only
         self.durability = durability
-        self._engine = open_engine(self.path, read_only, durability)
+        self._engine = open_engine(self.path, read_only, durability, Options.of(options))
         self._closed = False
         # This handle's Table objects by name, kept so that repeated open_table() calls (the
         # server's, SQL's) return one object whose caches stay warm. A Table refers to its

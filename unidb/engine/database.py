@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from unidb.engine.table import TableEngine
 from unidb.errors import NotFoundError, SchemaError, UnidbError
+from unidb.options import DEFAULT, Options
 from unidb.schema import Schema
 from unidb.storage import backup
 from unidb.storage.catalog import DatabaseFolder
@@ -46,10 +47,11 @@ class DatabaseEngine:
     An engine never refers to a handle, and neither do its background threads, so a handle
     the user drops is garbage at once and its finalizer can release the engine."""
 
-    def __init__(self, path: Path, read_only: bool, durability: str):
+    def __init__(self, path: Path, read_only: bool, durability: str, options: Options = DEFAULT):
         self.path = path
         self.read_only = read_only
         self.durability = durability
+        self.options = options
         self.key = os.path.realpath(path)
         self.folder = DatabaseFolder(path, read_only=read_only)
         self.tables: dict[str, TableEngine] = {}
@@ -58,7 +60,7 @@ class DatabaseEngine:
         self.handles = 0
         self.closed = False
 
-    def join(self, durability: str) -> bool:
+    def join(self, durability: str, options: Options) -> bool:
         """Count one more handle (under _WRITERS_LOCK); False if it can no longer be shared."""
         if self.closed or not self.folder.lock.held:
             # Closed, or its lock was released behind its back (a simulated crash): its files
@@ -69,6 +71,11 @@ class DatabaseEngine:
                              f"with durability={self.durability!r}; a second handle shares it, "
                              f"so it cannot use durability={durability!r} (close the other "
                              f"handle first, or pass the same durability)")
+        if options != self.options:
+            raise UnidbError(f"database {str(self.path)!r} is already open in this process "
+                             f"with other options; a second handle shares them, so close the "
+                             f"other handle first, or pass the same options (open with / "
+                             f"asked for: {'; '.join(self.options.differences(options))})")
         self.handles += 1
         return True
 
@@ -88,7 +95,8 @@ class DatabaseEngine:
                     raise NotFoundError(f"table {name!r} does not exist; tables: "
                                         f"{self.folder.table_names()}")
                 table = self.tables[name] = TableEngine(
-                    name, self.folder.table_dir(name), self.read_only, self.durability)
+                    name, self.folder.table_dir(name), self.read_only, self.durability,
+                    self.options)
             return table
 
     def create_table(self, name: str, schema: Mapping | Schema, exist_ok: bool = False,
@@ -114,7 +122,8 @@ class DatabaseEngine:
             # Made complete under a staging name, then renamed into place: a crash never
             # leaves a half-made table.
             staging = self.folder.staging_dir(name)
-            TableStore.create(staging, schema.to_json(), self.durability).abandon()
+            TableStore.create(staging, schema.to_json(), self.durability,
+                              self.options.storage).abandon()
             self.folder.publish(staging, name)
             table = self.table(name)
         if data is not None:
@@ -178,19 +187,20 @@ _WRITERS_LOCK = threading.RLock()
 BACKGROUND_THREAD_PREFIX = "unidb-"
 
 
-def open_engine(path: Path, read_only: bool, durability: str) -> DatabaseEngine:
+def open_engine(path: Path, read_only: bool, durability: str,
+                options: Options = DEFAULT) -> DatabaseEngine:
     """The engine a new handle uses: this process's writer on `path`, or a new one."""
     if read_only:
         # A read-only handle is always its own reader (as in another process): it follows the
         # writer's commits from disk and never holds the writer lock.
-        engine = DatabaseEngine(path, True, durability)
+        engine = DatabaseEngine(path, True, durability, options)
         engine.handles = 1
         return engine
     with _WRITERS_LOCK:
         engine = _WRITERS.get(os.path.realpath(path))
-        if engine is not None and engine.join(durability):
+        if engine is not None and engine.join(durability, options):
             return engine
-        engine = DatabaseEngine(path, False, durability)
+        engine = DatabaseEngine(path, False, durability, options)
         engine.handles = 1
         _WRITERS[engine.key] = engine
         return engine

@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from unidb.errors import NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError
+from unidb.options import DEFAULT, IndexOptions
 from unidb.schema import Schema
 from unidb.storage import files
 from unidb.storage.parts import ROWID, TableState
@@ -62,10 +63,8 @@ KINDS = {"vector": ("partition", "flat"), "int64": ("sorted",), "float64": ("sor
          "text": ("text",), "sparse": ("sparse",)}
 # Kinds maintained without being asked for (OneSparse: text and sparse postings always live).
 AUTOMATIC = {"text": "text", "sparse": "sparse"}
-# An index snapshot is rewritten at a checkpoint once this many rows changed since the last
-# save (and this fraction of its size): catch-up on open is cheap, rewriting a big index is not.
-SAVE_MIN_CHANGES = 50_000
-SAVE_MIN_FRACTION = 0.2
+# When an index snapshot is rewritten at a checkpoint: IndexOptions.save_min_changes and
+# save_min_fraction (unidb/options.py).
 INDEX_DIR_PREFIX = "idx-"
 # A read-only process retries loading a snapshot the writer replaced while it was copying.
 READ_RETRIES = 5
@@ -346,8 +345,10 @@ class IndexSet:
     `write_lock` is the table engine's write lock (the one its store was given): index
     definitions change and snapshots are saved under it, so no write is half-fed meanwhile."""
 
-    def __init__(self, store: TableStore, schema: Schema, write_lock: threading.RLock):
+    def __init__(self, store: TableStore, schema: Schema, write_lock: threading.RLock,
+                 options: IndexOptions = DEFAULT.indexes):
         self._store = store
+        self.options = options
         self._schema = schema
         self._write_lock = write_lock
         self._handles: dict[str, IndexHandle] = {}
@@ -607,6 +608,10 @@ class IndexSet:
                 raise SchemaError(f"column {column!r} already has a {have.kind} index"
                                   f"{' (broken)' if column in self._broken else ''}; "
                                   f"drop_index() it first")
+        if kind == "partition" and self.options.partition:
+            # connect(options=...) defaults, then the call's own; the index keeps the result
+            # in its definition, so reopening under other defaults does not change it.
+            options = {**self.options.partition, **options}
         options = _plain_options(column, options)
         # Build from a snapshot without blocking writers, then catch up under the write lock.
         snap = self._store.state
@@ -726,7 +731,8 @@ class IndexSet:
         index stays unsaved and is saved at a later checkpoint."""
         for h in list(self._handles.values()):
             size = max(len(h.impl), 1) if hasattr(h.impl, "__len__") else 1
-            if h.changes >= max(SAVE_MIN_CHANGES, SAVE_MIN_FRACTION * size) or h.covered < 0:
+            if h.changes >= max(self.options.save_min_changes,
+                                self.options.save_min_fraction * size) or h.covered < 0:
                 try:
                     self._save(h, state)
                 except Exception:  # noqa: BLE001 - derived data: see the docstring

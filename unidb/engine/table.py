@@ -38,6 +38,7 @@ import pyarrow as pa
 from unidb.engine.indexes import IndexSet
 from unidb.engine.keys import KeyMap
 from unidb.errors import ValidationError
+from unidb.options import DEFAULT, Options
 from unidb.query.filter import checked_filter, part_masks
 from unidb.query.request import empty_table, select_columns
 from unidb.schema import Schema
@@ -51,17 +52,18 @@ class TableEngine:
     threads (compaction, index rebalancing) reach the store and the indexes, never a handle,
     so dropping the last handle can close the database."""
 
-    def __init__(self, name: str, folder: Path, read_only: bool, durability: str):
+    def __init__(self, name: str, folder: Path, read_only: bool, durability: str,
+                 options: Options = DEFAULT):
         self.name = name
         # The one write lock of this table: writes, index definition changes, checkpoints and
         # the store's compaction swap all take it (the store is given it, not the reverse).
         self._lock = threading.RLock()
         self.store = TableStore.open(folder, read_only=read_only, durability=durability,
-                                     lock=self._lock)
+                                     lock=self._lock, options=options.storage)
         try:
             self.schema = Schema.from_json(self.store.schema_json)
             self.keys = KeyMap(self.store, self.schema.primary_key)
-            self.indexes = IndexSet(self.store, self.schema, self._lock)
+            self.indexes = IndexSet(self.store, self.schema, self._lock, options.indexes)
         except BaseException:
             self.store.abandon()                 # nothing was written: release files, threads
             raise

@@ -6,8 +6,8 @@ holds the write lock it gave this store: `log()` assigns row ids and appends one
 and tombstones and returns the new `TableState` without showing it to readers; the owner feeds
 its indexes; `publish()` makes the state the one readers get; `after_write()` runs the
 automatic checkpoint. The store never calls back into its owner. When the in-memory rows pass
-`MEMTABLE_FLUSH_BYTES` they are flushed to an immutable segment and a checkpoint manifest names
-the new set of files (docs/storage.md has the whole life cycle).
+`memtable_flush_bytes` (`StorageOptions`) they are flushed to an immutable segment and a
+checkpoint manifest names the new set of files (docs/storage.md has the whole life cycle).
 Recovery = manifest + replay of the WAL records past the checkpoint.
 
 Failures: a write is the WAL append. If the append fails the write raises `StorageError` and
@@ -33,6 +33,7 @@ from unidb.errors import (ClosedError, CorruptionError, LimitError, ReadOnlyErro
 from unidb.storage import files
 from unidb.storage.manifest import (Manifest, manifest_in_place, manifest_path, read_manifest,
                                     write_manifest)
+from unidb.options import DEFAULT, StorageOptions
 from unidb.storage.parts import ROWID, Part, TableState
 from unidb.storage.records import Commit, decode_commit, encode_commit
 from unidb.storage.segment import read_segment, write_segment
@@ -40,28 +41,13 @@ from unidb.storage.wal import WalWriter, read_wal
 
 log = logging.getLogger("unidb.storage")
 
-# In-memory rows are flushed to a segment past this size: big enough that a 1M x 128 table is
-# ~8 segments (few per-segment steps per search), small enough that replay after a crash and
-# the flush pause stay well under a second.
-MEMTABLE_FLUSH_BYTES = 64 << 20
-# Small batches are coalesced into chunks of this many rows so a stream of one-row writes does
-# not turn into thousands of parts that every search must visit.
-MEMTABLE_CHUNK_ROWS = 8192
-# Compaction rewrites a segment once this fraction of its rows is deleted ...
-COMPACT_DEAD_RATIO = 0.2
-# ... and merges runs of adjacent segments smaller than this into one.
-COMPACT_SMALL_BYTES = MEMTABLE_FLUSH_BYTES // 4
-COMPACT_TARGET_BYTES = MEMTABLE_FLUSH_BYTES * 4
-# `async` durability fsyncs the log on this timer (a crash may lose this much).
-ASYNC_FSYNC_SECONDS = 1.0
+# The tunables (flush size, chunk rows, compaction thresholds, the async fsync timer, the
+# retry delay after a failed checkpoint) are `StorageOptions` (unidb/options.py), one value per
+# store, given by its owner: connect(..., options=...).
 # Row ids live in 32-bit roaring bitmaps (tombstones, filters).
 MAX_ROWID = 2**32 - 2
 # A read-only process retries its load when the writer swaps files under it.
 READ_RETRIES = 20
-# After a failed checkpoint or compaction (disk full, I/O error) wait this long before trying
-# again: each try costs a segment write, and the condition rarely clears within seconds.
-RETRY_AFTER_FAILURE_SECONDS = 5.0
-
 DURABILITY_MODES = ("sync", "async")
 
 
@@ -81,12 +67,13 @@ class TableStore:
     opened without one makes its own."""
 
     def __init__(self, folder: Path, read_only: bool, durability: str,
-                 lock: threading.RLock | None = None):
+                 lock: threading.RLock | None = None, options: StorageOptions | None = None):
         if durability not in DURABILITY_MODES:
             raise UnidbError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
         self.folder = Path(folder)
         self.read_only = read_only
         self.durability = durability
+        self.options = options if options is not None else DEFAULT.storage
         self._lock = lock if lock is not None else threading.RLock()
         self._compact_lock = threading.Lock()    # one compaction at a time
         self._wal: WalWriter | None = None
@@ -114,9 +101,10 @@ class TableStore:
 
     # -- life cycle ------------------------------------------------------------------------
     @classmethod
-    def create(cls, folder: Path, schema_json: dict, durability: str = "sync") -> "TableStore":
+    def create(cls, folder: Path, schema_json: dict, durability: str = "sync",
+               options: StorageOptions | None = None) -> "TableStore":
         """Create the files of a new, empty table in `folder` (which must be new and empty)."""
-        store = cls(folder, read_only=False, durability=durability)
+        store = cls(folder, read_only=False, durability=durability, options=options)
         files.ensure_dir(folder)
         m = Manifest(schema=schema_json)
         m.wal = m.new_name("wal", ".log")
@@ -128,9 +116,11 @@ class TableStore:
 
     @classmethod
     def open(cls, folder: Path, read_only: bool = False, durability: str = "sync",
-             lock: threading.RLock | None = None) -> "TableStore":
+             lock: threading.RLock | None = None, options: StorageOptions | None = None
+             ) -> "TableStore":
         """Open (and recover) the table in `folder`; `lock` is its owner's write lock."""
-        store = cls(folder, read_only=read_only, durability=durability, lock=lock)
+        store = cls(folder, read_only=read_only, durability=durability, lock=lock,
+                    options=options)
         if read_only:
             store._load_retrying()
         else:
@@ -357,12 +347,13 @@ class TableStore:
 
     def after_write(self) -> TableState | None:
         """Step 4, housekeeping a published write triggers: the automatic checkpoint once the
-        in-memory rows pass `MEMTABLE_FLUSH_BYTES` (a failure is logged, kept in `health()` and
-        retried later: never the write's failure), else a compaction wake-up after deletes.
+        in-memory rows pass `options.memtable_flush_bytes` (a failure is logged, kept in
+        `health()` and retried later: never the write's failure), else a compaction wake-up
+        after deletes.
         Returns the checkpointed state when a checkpoint was made (the owner saves its
         indexes then), else None."""
         self._require_write_lock()
-        if self._mem_bytes >= MEMTABLE_FLUSH_BYTES:
+        if self._mem_bytes >= self.options.memtable_flush_bytes:
             return self._auto_checkpoint()
         if self._deleted_since_wake:
             self._deleted_since_wake = False
@@ -385,9 +376,9 @@ class TableStore:
             self._flush_locked()
         except UnidbError as e:
             log.warning("checkpoint of %s failed (retried in %.0f s): %s", self.folder,
-                        RETRY_AFTER_FAILURE_SECONDS, e)
+                        self.options.retry_after_failure_seconds, e)
             self.checkpoint_error = e
-            self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+            self._retry_at = time.monotonic() + self.options.retry_after_failure_seconds
             return None
         return self._state
 
@@ -411,7 +402,7 @@ class TableStore:
     def _append_mem(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
         last = self._mem_parts[-1] if self._mem_parts else None
-        if last is not None and last.num_rows + batch.num_rows <= MEMTABLE_CHUNK_ROWS:
+        if last is not None and last.num_rows + batch.num_rows <= self.options.memtable_chunk_rows:
             merged = pa.concat_tables([last.table, table]).combine_chunks()
             self._mem_parts[-1] = Part(merged)
         else:
@@ -549,23 +540,24 @@ class TableStore:
         groups: list[list[Part]] = []
         run: list[Part] = []
         run_bytes = 0
+        opts = self.options
 
         def close_run():
             nonlocal run, run_bytes
-            if len(run) > 1 or (run and self._dead_ratio(state, run[0]) >= COMPACT_DEAD_RATIO):
+            if len(run) > 1 or (run and self._dead_ratio(state, run[0]) >= opts.compact_dead_ratio):
                 groups.append(run)
             run, run_bytes = [], 0
 
         for part in self._segment_parts:
             size = part.table.nbytes
             dead = self._dead_ratio(state, part)
-            small = size < COMPACT_SMALL_BYTES
-            if (small or dead >= COMPACT_DEAD_RATIO) and run_bytes + size <= COMPACT_TARGET_BYTES:
+            small = size < opts.small_bytes
+            if (small or dead >= opts.compact_dead_ratio) and run_bytes + size <= opts.target_bytes:
                 run.append(part)
                 run_bytes += size * (1 - dead)
             else:
                 close_run()
-                if small or dead >= COMPACT_DEAD_RATIO:
+                if small or dead >= opts.compact_dead_ratio:
                     run.append(part)
                     run_bytes = size * (1 - dead)
         close_run()
@@ -649,11 +641,11 @@ class TableStore:
             self._worker = None
 
     def _work(self) -> None:
-        timeout = ASYNC_FSYNC_SECONDS if self.durability == "async" else None
+        timeout = self.options.async_fsync_seconds if self.durability == "async" else None
         while not self._stop:
             self._wake.wait(timeout if self.compaction_error is None
-                            else min(timeout or RETRY_AFTER_FAILURE_SECONDS,
-                                     RETRY_AFTER_FAILURE_SECONDS))
+                            else min(timeout or self.options.retry_after_failure_seconds,
+                                     self.options.retry_after_failure_seconds))
             self._wake.clear()
             if self._stop:
                 return
@@ -671,9 +663,9 @@ class TableStore:
             except UnidbError as e:
                 # Background work is optional (no write depends on it): remember, retry later.
                 log.warning("background compaction of %s failed (retried in %.0f s): %s",
-                            self.folder, RETRY_AFTER_FAILURE_SECONDS, e)
+                            self.folder, self.options.retry_after_failure_seconds, e)
                 self.compaction_error = e
-                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+                self._retry_at = time.monotonic() + self.options.retry_after_failure_seconds
 
     # -- helpers ---------------------------------------------------------------------------
     def _live_mask_now(self, part: Part) -> np.ndarray:

@@ -28,7 +28,7 @@ from unidb import datasets  # noqa: E402
 from unidb.evaluate import exact_knn, recall_at_k  # noqa: E402
 from unidb.index.flat.scan import distances, exact_distances  # noqa: E402
 from unidb.index.partition import PartitionIndex  # noqa: E402
-from unidb.query import planner  # noqa: E402
+from unidb.options import DEFAULT  # noqa: E402
 from unidb.query.array_source import ArraySource  # noqa: E402
 from unidb.query.filter import col  # noqa: E402
 from unidb.query.join import nested_loop_join  # noqa: E402
@@ -200,7 +200,7 @@ THRESHOLD_SELS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2]
 
 def threshold_sweep(ctx, nq):
     """Exact-over-matches vs index streaming at selectivities around the crossover (uniform
-    filter): sets planner.EXACT_MAX_CELLS (docs/query-execution.md)."""
+    filter): sets PlannerOptions.exact_max_cells (docs/query-execution.md)."""
     src, index, X, Q = ctx
     Q = Q[:nq]
     rows = []
@@ -398,9 +398,7 @@ def main():
     methods = ["unidb", "unidb-index", "unidb-exact", *[f"post-{k}" for k in POST_KPRIMES],
                "k-doubling", "prefilter-bf"]
     rows, payload = [], {"k": K, "selectivities": SELECTIVITIES, "methods": methods,
-                         "planner": {"EXACT_MAX_CELLS": planner.EXACT_MAX_CELLS,
-                                     "POSTFILTER_MIN_SELECTIVITY": planner.POSTFILTER_MIN_SELECTIVITY,
-                                     "SCALAR_DRIVE_SELECTIVITY": planner.SCALAR_DRIVE_SELECTIVITY}}
+                         "planner": DEFAULT.to_dict()["planner"]}
     cols = ["data", "filter", "sel", "actual_sel", "method", "recall", "underfilled", "p50_ms",
             "p99_ms", "visited"]
     synth_ctx = None

@@ -137,7 +137,6 @@ def shapes(db, data, queries, radius, join_radius):
 
 def join_shape(db, data, join_radius):
     """Shape 8 runs once per repetition (it is one query over both tables)."""
-    from unidb.api.source import TableSource
     from unidb.query.planner import similarity_join
     r, tg = db.open_table("recipe"), db.open_table("tag")
     text = "SELECT r.id AS rid, t.id AS tid FROM recipe r JOIN tag t ON r.img <-> t.img < $1"
@@ -147,7 +146,7 @@ def join_shape(db, data, join_radius):
         return set(zip(got.column("rid").to_pylist(), got.column("tid").to_pylist()))
 
     def api():
-        ls, rs = TableSource(r, r._state()), TableSource(tg, tg._state())
+        ls, rs = r.data_source(), tg.data_source()
         pairs = set()
         for a, b, _ in similarity_join(ls, rs, ("img", "img"), max_distance=join_radius):
             ka = r._state().take(np.asarray(a, np.int64), ["id"]).column(0).to_pylist()

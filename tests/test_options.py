@@ -58,3 +58,93 @@ def test_bad_options_name_the_problem(bad, words):
     with pytest.raises(ValidationError) as e:
         Options.of(bad)
     assert words in str(e.value)
+
+
+# -- options reach the engine through connect() ------------------------------------------------
+import numpy as np  # noqa: E402
+
+import unidb  # noqa: E402
+from unidb.errors import UnidbError  # noqa: E402
+
+DIM = 8
+
+
+def _table(db, n=2_000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "u": unidb.Int64(),
+                              "v": unidb.Vector(DIM)})
+    t.add({"id": np.arange(n), "u": np.arange(n) % 100,
+           "v": rng.standard_normal((n, DIM)).astype(np.float32)})
+    return t
+
+
+def test_storage_options_set_the_flush_size(tmp_path):
+    small = unidb.connect(tmp_path / "small", options={"storage": {"memtable_flush_bytes": 4096}})
+    _table(small)
+    default = unidb.connect(tmp_path / "default")
+    _table(default)
+    try:
+        assert small.open_table("t").stats()["segments"] > 0        # checkpointed on its own
+        assert default.open_table("t").stats()["segments"] == 0     # 64 MiB not reached
+    finally:
+        small.close()
+        default.close()
+
+
+def test_handles_share_options_and_must_agree(tmp_path):
+    opts = {"storage": {"memtable_flush_bytes": 4096}}
+    a = unidb.connect(tmp_path / "db", options=opts)
+    try:
+        b = unidb.connect(tmp_path / "db", options=unidb.Options.of(opts))   # equal: shared
+        b.close()
+        with pytest.raises(UnidbError, match="storage.memtable_flush_bytes: 4096 / 67108864"):
+            unidb.connect(tmp_path / "db")
+    finally:
+        a.close()
+    unidb.connect(tmp_path / "db").close()         # the last handle closed: any options again
+
+
+def test_options_are_refused_for_a_server_url():
+    with pytest.raises(ValidationError, match="embedded database"):
+        unidb.connect("http://127.0.0.1:9", options={"storage": {}})
+
+
+def test_bad_options_leave_nothing_on_disk(tmp_path):
+    with pytest.raises(ValidationError, match="memtable_flush_bytes"):
+        unidb.connect(tmp_path / "db", options={"storage": {"memtable_flush_bytes": -1}})
+    assert not (tmp_path / "db").exists()
+
+
+def test_partition_defaults_apply_at_creation_and_stay_with_the_index(tmp_path):
+    opts = {"indexes": {"partition": {"replicas": 2, "max_partitions": 7}}}
+    db = unidb.connect(tmp_path / "db", options=opts)
+    t = _table(db)
+    t.create_index("v", kind="partition", max_partitions=9)     # the call's own option wins
+    assert t.list_indexes()["v"]["options"] == {"replicas": 2, "max_partitions": 9}
+    db.close()
+    db = unidb.connect(tmp_path / "db")                          # other defaults: same index
+    assert db.open_table("t").list_indexes()["v"]["options"] == {"replicas": 2,
+                                                                   "max_partitions": 9}
+    db.close()
+    bad = unidb.connect(tmp_path / "bad", options={"indexes": {"partition": {"replicas": 0}}})
+    t = _table(bad)
+    with pytest.raises(Exception, match="replicas"):
+        t.create_index("v", kind="partition")
+    bad.close()
+
+
+@pytest.mark.parametrize("planner, plan", [
+    ({"exact_max_cells": 0}, "index-postfilter"),
+    ({"exact_max_cells": 0, "postfilter_min_selectivity": 1.0}, "index-stream"),
+    ({"exact_max_cells": 1 << 40}, "exact-filtered")])
+def test_planner_options_choose_the_plan(tmp_path, planner, plan):
+    db = unidb.connect(tmp_path / "db", options={"planner": planner})
+    t = _table(db)
+    t.create_index("v", kind="partition")
+    q = np.ones(DIM, np.float32)
+    s = t.search(q).where("u < 50").limit(10)
+    assert s.explain().plan == plan
+    got = [r["id"] for r in t.search(q).where("u < 50").limit(10).params(nprobe=10_000).to_list()]
+    exact = [r["id"] for r in t.search(q).where("u < 50").limit(10).params(exact=True).to_list()]
+    assert got == exact
+    db.close()

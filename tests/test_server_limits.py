@@ -106,7 +106,7 @@ def test_result_rows_and_queries(env):
 
 def test_query_timeout(env, monkeypatch):
     client, h, t = env
-    from unidb.api import execute
+    from unidb.engine import execute
     real = execute.run
 
     def slow(request, table):                     # the server's search executor, slowed

@@ -40,12 +40,12 @@ class SimilarityJoin:
         self.names = (f"left_{lk}", f"right_{rk}") if lk == rk or left is right else (lk, rk)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        from unidb.api.source import TableSource
         from unidb.query.planner import similarity_join
-        ls, rs = self.left._state(), self.right._state()
+        lsrc, rsrc = self.left.data_source(), self.right.data_source()
+        ls, rs = lsrc.state, rsrc.state
         params = dict(self.params)
         params["explain"] = self.explain
-        batches = similarity_join(TableSource(self.left, ls), TableSource(self.right, rs),
+        batches = similarity_join(lsrc, rsrc,
                                   self.on, max_distance=self.max_distance, k=self.k,
                                   expr_left=self.where_left, expr_right=self.where_right,
                                   params=params)

@@ -2,7 +2,7 @@
 
 The builder holds one `SearchRequest` (unidb/query/request.py) and each step replaces it with
 a new one, checked at that call against the table's schema, so a mistake raises where it was
-made. Running it hands the request to an executor — `api/execute.py` for an embedded table,
+made. Running it hands the request to an executor — `engine/execute.py` for an embedded table,
 the server for a remote one (`unidb/client/remote.py` only swaps `_execute`) — and reads the
 rows, `_distance` / `_score` and explain records from the `SearchResult` that comes back.
 """
@@ -91,8 +91,7 @@ class SearchBuilder:
     def _execute(self, request: SearchRequest, explain: bool) -> SearchResult:
         """Run `request` on this builder's table (`explain`: the caller reads the explain
         records; the embedded engine always makes them)."""
-        from unidb.api import execute
-        return execute.run(request, self._table)
+        return self._table.execute(request)
 
     def run(self) -> SearchResult:
         """Run the search: row ids and values per query, explain records, and the snapshot

@@ -15,7 +15,8 @@ from unidb.engine.indexes import IndexSet
 from unidb.engine.table import TableEngine
 from unidb.errors import ClosedError, ValidationError
 from unidb.query.filter import checked_filter
-from unidb.query.request import empty_table, select_columns, vector_column
+from unidb.query.request import (SearchRequest, SearchResult, empty_table, select_columns,
+                                 vector_column)
 from unidb.schema import Vector
 from unidb.storage.parts import TableState
 from unidb.storage.table_store import TableStore
@@ -61,7 +62,7 @@ class Table:
 
     @property
     def _indexes(self) -> IndexSet:
-        """The table's indexes, for the search executor (`api/execute.py`) and filters."""
+        """The table's indexes (for tests and diagnostics: searches go through the engine)."""
         return self._open_engine().indexes
 
     # -- introspection ---------------------------------------------------------------------
@@ -130,6 +131,21 @@ class Table:
         return SearchBuilder(self, vector=vector, column=column, text=text, sparse=sparse,
                              vectors=vectors, weights=weights, text_column=text_column,
                              sparse_column=sparse_column)
+
+    def execute(self, request: SearchRequest) -> SearchResult:
+        """Run a `SearchRequest` (what a search builder makes, or `SearchRequest.from_json`
+        of one sent over the wire) and return its `SearchResult`: row ids and distances or
+        scores per query, the explain records, and the snapshot the rows are read from
+        (`result.to_arrow()` / `to_list()` assemble them)."""
+        if not isinstance(request, SearchRequest):
+            raise ValidationError(f"execute() takes a SearchRequest, got "
+                                  f"{type(request).__name__}")
+        return self._open_engine().search(request)
+
+    def data_source(self):
+        """This table's latest snapshot through the query operators' DataSource protocol
+        (unidb/engine/source.py): what a similarity join or a SQL plan reads."""
+        return self._open_engine().data_source()
 
     # -- indexes and maintenance -----------------------------------------------------------
     def create_index(self, column: str, kind: str | None = None, **options: Any) -> None:

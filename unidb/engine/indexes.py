@@ -376,9 +376,9 @@ class IndexSet:
 
         Writer process: the latest published state (indexes are fed every write before its
         state is published, so they may already hold later rows; the query layer drops index
-        results that are not live in the snapshot). Read-only process: the latest state on disk; the indexes are
-        caught up to it first, and stay there until the block ends (catch-up to a newer state
-        waits for pinned queries to finish). Nested calls in one thread reuse the outer state."""
+        results that are not live in the snapshot). Read-only process: the latest state on
+        disk; the indexes are caught up to it first, and stay there until the block ends
+        (catch-up to a newer state waits for pinned queries to finish). Nested calls in one thread reuse the outer state."""
         if not self.read_only:
             yield self._store.state
             return

@@ -35,12 +35,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from unidb.engine import execute
 from unidb.engine.indexes import IndexSet
 from unidb.engine.keys import KeyMap
+from unidb.engine.source import TableSource
 from unidb.errors import ValidationError
 from unidb.options import DEFAULT, Options
 from unidb.query.filter import checked_filter, part_masks
-from unidb.query.request import empty_table, select_columns
+from unidb.query.request import SearchRequest, SearchResult, empty_table, select_columns
 from unidb.schema import Schema
 from unidb.storage import backup
 from unidb.storage.parts import ROWID, Part, TableState
@@ -55,6 +57,7 @@ class TableEngine:
     def __init__(self, name: str, folder: Path, read_only: bool, durability: str,
                  options: Options = DEFAULT):
         self.name = name
+        self.options = options
         # The one write lock of this table: writes, index definition changes, checkpoints and
         # the store's compaction swap all take it (the store is given it, not the reverse).
         self._lock = threading.RLock()
@@ -169,6 +172,14 @@ class TableEngine:
             self.indexes.checkpointed(checkpointed)
 
     # -- reads -----------------------------------------------------------------------------
+    def search(self, request: SearchRequest) -> SearchResult:
+        """Run a search request on one snapshot with the indexes at that snapshot."""
+        return execute.run(request, self)
+
+    def data_source(self) -> TableSource:
+        """The latest snapshot (indexes caught up to it) as the query operators' DataSource."""
+        return TableSource(self, self.indexes.current_state())
+
     def live_rows(self) -> int:
         return self.store.state.live_rows
 

@@ -12,11 +12,13 @@ import pyarrow as pa
 
 from unidb.errors import NotFoundError
 from unidb.index.rowfilter import RowFilter
+from unidb.options import DEFAULT, PlannerOptions
 
 
 class DataSource(Protocol):
     """What the executor needs from a table snapshot (all row ids are internal row ids)."""
 
+    planner_options: PlannerOptions        # the cost thresholds of plan choice
     def live_rowmask(self) -> np.ndarray: ...
     def row_filter(self, expr) -> RowFilter: ...
     def vector_column(self, name: str) -> tuple[int, str]: ...
@@ -50,7 +52,8 @@ class ArraySource:
     """Vector columns as (n, dim) float32 arrays, scalar columns as a pyarrow table."""
 
     def __init__(self, vectors: dict[str, np.ndarray], metrics: dict[str, str] | None = None,
-                 scalars: pa.Table | dict | None = None, deleted: np.ndarray | None = None):
+                 scalars: pa.Table | dict | None = None, deleted: np.ndarray | None = None,
+                 planner_options: PlannerOptions | None = None):
         if not vectors:
             raise ValueError("ArraySource needs at least one vector column")
         self._vec = {c: np.ascontiguousarray(v, dtype=np.float32) for c, v in vectors.items()}
@@ -72,6 +75,7 @@ class ArraySource:
         self._vindex: dict[str, Any] = {}
         self._sindex: dict[str, Any] = {}
         self.filter_evaluations = 0
+        self.planner_options = planner_options if planner_options is not None else DEFAULT.planner
 
     # -- protocol --------------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ def multivector_topk(source, queries: dict[str, np.ndarray], weights: dict[str, 
     explain.reason = f"{len(qs)} vector columns, weights {weights}"
     top = TopK(k_eff)
     seen = np.zeros(len(live), dtype=bool)
-    budget = scan_budget(n_live, params)
+    budget = scan_budget(n_live, params, source.planner_options)
     with explain.stage("streams"):
         streams = [_Stream(c, weights[c], _open(source, c, qs[c], params), k_eff, params,
                            source.vector_index(c)) for c in qs]

@@ -13,13 +13,13 @@ import numpy as np
 
 from unidb.index.flat.scan import distances, exact_distances, query_vector
 from unidb.index.rowfilter import RowFilter
+from unidb.options import PlannerOptions
 
 # Rows a streaming operator may pull from an access path before it gives up on the index and
-# finishes exactly over the matching rows it has not seen (the completeness guarantee). Past
-# about a third of the table, the index's per-partition overhead costs more than scoring the
-# unseen matching rows directly (bench/filtered.py, docs/query-execution.md).
-BUDGET_FRACTION = 0.3
-BUDGET_MIN_ROWS = 20_000
+# finishes exactly over the matching rows it has not seen (the completeness guarantee):
+# PlannerOptions.budget_fraction / budget_min_rows (unidb/options.py). Past about a third of
+# the table, the index's per-partition overhead costs more than scoring the unseen matching
+# rows directly (bench/filtered.py, docs/query-execution.md).
 # Correlation guard (anti_correlated). Measured on synth200k, 20 queries per cell: at the
 # stop, visited-rows selectivity / table selectivity was >= 0.72 for uniform filters and
 # >= 1.1 for positively correlated ones, but 0.09-0.65 for negatively correlated ones, whose
@@ -113,11 +113,12 @@ def sampled_misses(source, column: str, query: np.ndarray, rows: RowFilter,
     return float(hit.mean()) * len(rest), len(pick)
 
 
-def scan_budget(n_live: int, params: dict[str, Any]) -> int:
-    """Rows an index stream may visit before the exact finish takes over."""
+def scan_budget(n_live: int, params: dict[str, Any], options: PlannerOptions) -> int:
+    """Rows an index stream may visit before the exact finish takes over: the `budget` knob,
+    else max(budget_min_rows, budget_fraction x live rows) of the planner options."""
     if params.get("budget") is not None:
         return int(params["budget"])
-    return max(BUDGET_MIN_ROWS, int(BUDGET_FRACTION * n_live))
+    return max(options.budget_min_rows, int(options.budget_fraction * n_live))
 
 
 def is_strict(scan) -> bool:

@@ -29,28 +29,25 @@ from unidb.query.operators import (RANGE_MISS_TOLERANCE, TopK, detector_params, 
 from unidb.query.range import sort_result, stream_range
 from unidb.query.topk import finish_exact, stream_topk
 
-# Exact scoring of the matching rows is chosen while (matching rows x dimension) stays under
-# this many cells: its cost grows with the matches, the index's stays ~flat (bench/filtered.py,
+# The cost thresholds of plan choice are `PlannerOptions` (unidb/options.py: exact_max_cells,
+# scalar_drive_selectivity, postfilter_*), read from the data source a query runs on
+# (`source.planner_options`), so each open database can tune its own. Why each default:
+# exact scoring of the matching rows is chosen while (matching rows x dimension) stays under
+# exact_max_cells: its cost grows with the matches, the index's stays ~flat (bench/filtered.py,
 # crossover sweep). 2^21 cells = 16,384 rows at 128-d: synth200k's recall-driven crossover
 # (the stream reaches recall 0.95 at 7% = 14,000 rows) and synth1m's latency crossover (1-2%
 # = 10,000-20,000 rows, stream recall >= 0.977 there); 2,675 rows at MNIST's 784-d.
-EXACT_MAX_CELLS = 1 << 21
-# A range predicate on an indexed scalar column drives the plan when it selects at most this
-# fraction of the live rows: reading those rows from the sorted index and checking the rest
-# of the filter on them avoids evaluating the filter over the whole table.
-SCALAR_DRIVE_SELECTIVITY = 0.01
-
+# A range predicate on an indexed scalar column drives the plan when it selects at most
+# scalar_drive_selectivity of the live rows: reading those rows from the sorted index and
+# checking the rest of the filter on them avoids evaluating the filter over the whole table.
 # Index fast path for filters that keep many rows: one batched index search for the
-# k' = k / selectivity * POSTFILTER_OVERSAMPLE nearest rows, then the filter. If at least
-# min(k, matches) rows survive, they are the filtered top-k up to the index's own recall (any
-# matching row nearer than the k-th survivor is itself among the k' nearest); otherwise the
-# query falls through to the relaxed-monotone stream. Measured on synth200k: the stream costs
-# ~5-7 ms at >= 10% selectivity where one search costs ~1-2.5 ms at equal recall.
-POSTFILTER_OVERSAMPLE = 4
-POSTFILTER_MAX_K = 4_000
-# ... tried only from this selectivity up (k' <= 400), where it was measured: recall
-# 0.989-1.0 on synth200k, 0.953-0.97 on synth1m (the index's own recall at k').
-POSTFILTER_MIN_SELECTIVITY = 0.1
+# k' = k / selectivity * postfilter_oversample nearest rows (at most postfilter_max_k), then
+# the filter. If at least min(k, matches) rows survive, they are the filtered top-k up to the
+# index's own recall (any matching row nearer than the k-th survivor is itself among the k'
+# nearest); otherwise the query falls through to the relaxed-monotone stream. Measured on
+# synth200k: the stream costs ~5-7 ms at >= 10% selectivity where one search costs ~1-2.5 ms
+# at equal recall. Tried only from postfilter_min_selectivity (0.1) up (k' <= 400), where it
+# was measured: recall 0.989-1.0 on synth200k, 0.953-0.97 on synth1m.
 
 PLANS = ("exact", "index", "scalar", "postfilter")
 
@@ -93,7 +90,8 @@ def _scalar_candidates(source, expr, n_live: int, params: dict[str, Any]):
     if best is None:
         return None
     cnt, c, b, idx = best
-    if params.get("force_plan") != "scalar" and cnt > SCALAR_DRIVE_SELECTIVITY * n_live:
+    if params.get("force_plan") != "scalar" and \
+            cnt > source.planner_options.scalar_drive_selectivity * n_live:
         return None
     return c, b, idx.range_rows(*b)
 
@@ -134,7 +132,8 @@ def select_rows(source, expr, params: dict[str, Any], n_live: int) -> RowFilter:
             return RowFilter.from_rows(
                 _filter_rows(source, expr, cand), len(source.live_rowmask()),
                 driven_by=f"range on indexed column {c!r} {b} selects {len(cand):,} rows "
-                          f"(<= {SCALAR_DRIVE_SELECTIVITY:.1%} of live rows)")
+                          f"(<= {source.planner_options.scalar_drive_selectivity:.1%} of "
+                          f"live rows)")
     return evaluated(source, expr)
 
 
@@ -161,7 +160,8 @@ class Plan:
             return
         index = source.vector_index(column)
         dim, _ = source.vector_column(column)
-        threshold = max(1, EXACT_MAX_CELLS // max(dim, 1))
+        opts = source.planner_options
+        threshold = max(1, opts.exact_max_cells // max(dim, 1))
         if force == "exact" or (force is None and self.matches <= threshold) \
                 or index is None:
             self.kind = "exact"
@@ -177,7 +177,7 @@ class Plan:
                               f"{self.matches:,} matching rows > threshold {threshold:,}")
             # the search fast path is tried first unless the stream was forced
             self.try_postfilter = (force != "index" and hasattr(index, "search") and
-                                   self.matches >= POSTFILTER_MIN_SELECTIVITY * self.n_live)
+                                   self.matches >= opts.postfilter_min_selectivity * self.n_live)
 
 
 def _open_scan(plan: Plan, q: np.ndarray):
@@ -188,7 +188,9 @@ def _postfilter(plan: Plan, q: np.ndarray, k_eff: int):
     """The index fast path: (ids, distances) of the filtered top-k, or None to fall through."""
     explain = plan.explain
     sel = plan.matches / max(plan.n_live, 1)
-    kprime = int(min(POSTFILTER_MAX_K, max(k_eff, np.ceil(k_eff / sel * POSTFILTER_OVERSAMPLE))))
+    opts = plan.source.planner_options
+    kprime = int(min(opts.postfilter_max_k,
+                     max(k_eff, np.ceil(k_eff / sel * opts.postfilter_oversample))))
     with explain.stage("index-search"):
         ids, _ = plan.index.search(q[None, :], kprime, **_search_knobs(plan.params))
     ids = ids[0][ids[0] >= 0]
@@ -235,8 +237,9 @@ def topk_planned(plan: Plan, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
             scan = _open_scan(plan, q)
             E, w = detector_params(scan, k_eff, params, plan.index)
             top, seen, done = stream_topk(scan, k, plan.rows, plan.matches, E, w,
-                                          scan_budget(plan.n_live, params), explain, seen,
-                                          stop_statistic(scan, params))
+                                          scan_budget(plan.n_live, params,
+                                                      plan.source.planner_options),
+                                          explain, seen, stop_statistic(scan, params))
         if not done:
             top = finish_exact(source, column, q, top, plan.rows, seen, explain)
         ids, d = top.result()
@@ -262,7 +265,9 @@ def range_planned(plan: Plan, q: np.ndarray, lo: float | None, hi: float | None
             scan = _open_scan(plan, q)
             E, w = detector_params(scan, 1, params, plan.index)
             chunks_i, chunks_d, done = stream_range(scan, lo, hi, plan.rows, plan.matches, E, w,
-                                                    scan_budget(plan.n_live, params), explain,
+                                                    scan_budget(plan.n_live, params,
+                                                                plan.source.planner_options),
+                                                    explain,
                                                     seen, params.get("stop_stat", "median"))
         if done and explain.stop_reason.startswith("monotone"):
             with explain.stage("completeness-check"):
@@ -286,5 +291,4 @@ def range_planned(plan: Plan, q: np.ndarray, lo: float | None, hi: float | None
     return ids, d
 
 
-__all__ = ["Plan", "select_rows", "topk_planned", "range_planned", "plan_params", "PLANS", "EXACT_MAX_CELLS",
-           "POSTFILTER_MIN_SELECTIVITY", "SCALAR_DRIVE_SELECTIVITY"]
+__all__ = ["Plan", "select_rows", "topk_planned", "range_planned", "plan_params", "PLANS"]

@@ -20,9 +20,7 @@ from unidb.index.flat.scan import query_vector
 from unidb.query.explain import Explain
 from unidb.query.join import join_batches
 from unidb.query.multivector import multivector_topk
-from unidb.query.plan import (EXACT_MAX_CELLS, POSTFILTER_MIN_SELECTIVITY,
-                              SCALAR_DRIVE_SELECTIVITY, Plan, plan_params, range_planned,
-                              select_rows, topk_planned)
+from unidb.query.plan import Plan, plan_params, range_planned, select_rows, topk_planned
 
 
 def execute_topk(source, column: str, query: np.ndarray, k: int, expr=None,
@@ -80,5 +78,4 @@ def similarity_join(left_source, right_source, on: tuple[str, str],
 
 
 __all__ = ["execute_topk", "execute_range", "execute_multivector", "similarity_join",
-           "select_rows",
-           "EXACT_MAX_CELLS", "POSTFILTER_MIN_SELECTIVITY", "SCALAR_DRIVE_SELECTIVITY"]
+           "select_rows"]

@@ -2,7 +2,7 @@
 
 A search travels as one immutable `SearchRequest` from whoever builds it to whoever runs it:
 
-    SearchBuilder (api/search.py) ──┐                     ┌─> api/execute.py (embedded, server)
+    SearchBuilder (api/search.py) ──┐                     ┌─> engine/execute.py (embedded, server)
     SQL vector blocks (sql/blocks) ─┼─> SearchRequest ────┤
     HTTP body (server/routes.py) ───┘   to_json/from_json └─> client/remote.py (POST, decode)
 

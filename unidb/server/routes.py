@@ -21,7 +21,6 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from unidb.api import execute
 from unidb.errors import LimitError, QueryError, UnidbError, ValidationError
 from unidb.protocol import wire
 from unidb.query.request import SearchRequest
@@ -310,7 +309,7 @@ async def search(request: Request, name: str, vectors: VectorEncoding = "list",
         limits.check_k(req.limit)
 
     def run():
-        result = execute.run(req, _db(request).open_table(name))
+        result = _db(request).open_table(name).execute(req)
         out = result.to_arrow()
         limits.check_result(out.num_rows)
         doc = {"single": result.single, "num_queries": len(result.row_ids),

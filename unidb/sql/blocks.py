@@ -6,7 +6,7 @@
     ORDER BY bm25(col, 'q') DESC LIMIT k       -> SearchRequest(text='q')
 
 `analyze` recognises a block (or raises NotNative: DuckDB then evaluates the SELECT exactly),
-`run_block` runs its `SearchRequest` on the table (unidb/api/execute.py; EXPLAIN reads the
+`run_block` runs its `SearchRequest` on the table (unidb/engine/execute.py; EXPLAIN reads the
 run's own explain record), `rewrite_block` makes the SELECT read the
 block's Arrow result (the distance becomes its `_distance` column) so DuckDB can finish the
 query, and `fast_result` answers a top-level block whose SELECT list only names columns
@@ -31,9 +31,6 @@ from unidb.sql.parser import error_at
 
 DISTANCE_COLUMN = "_distance"
 SCORE_COLUMN = "_score"
-# Arrays of tables reused across statements for the similarity join and the multi-vector
-# fallback, keyed by the table's snapshot; a few suffice (one statement names a few tables).
-SOURCE_CACHE_SIZE = 8
 RANGE_OPS = {exp.LT: ("hi", True), exp.LTE: ("hi", False), exp.GT: ("lo", True),
              exp.GTE: ("lo", False)}
 FLIP = {exp.LT: exp.GT, exp.LTE: exp.GTE, exp.GT: exp.LT, exp.GTE: exp.LTE}
@@ -412,10 +409,9 @@ def block_request(block: Block, columns: list[str]) -> SearchRequest:
 def run_block(ctx: Context, block: Block, columns: list[str]) -> pa.Table:
     """Execute a vector block through the table's search; returns columns + the value column
     (`_distance`, or `_score` for text)."""
-    from unidb.api import execute
     t = block.table
     try:
-        result = execute.run(block_request(block, columns), t)
+        result = t.execute(block_request(block, columns))
     except (QueryError, ImportError) as e:
         # A build without text search answers with "not available" (or lacks the module).
         if block.kind == "text" and (isinstance(e, ImportError) or "not available" in str(e)
@@ -458,44 +454,12 @@ def _explain_block(block: Block, result: SearchResult) -> str:
     return repr({**what, "search": info})
 
 
-_SOURCES: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
-
-
 def table_source(t, vector_columns: list[str]):
-    """(take(row_ids, columns) -> Arrow rows, DataSource) for the executor's operators.
-
-    The table's own snapshot adapter (unidb.api.source.TableSource: internal row ids, the
-    table's indexes) when the build has it; else an ArraySource over `to_arrow()` (row id i =
-    row i of that data, exact scans only)."""
-    state = t._state()
-    try:
-        from unidb.api.source import TableSource
-    except ImportError:
-        TableSource = None
-    if TableSource is not None:
-        return (lambda ids, cols: state.take(np.asarray(ids, dtype=np.int64), cols)), \
-            TableSource(t, state)
-    from unidb.query.array_source import ArraySource
-    key = (id(t), id(state))
-    hit = _SOURCES.get(key)
-    if hit is not None and hit[0] is state:
-        return hit[1], hit[2]
-    data = t.to_arrow()
-    vecs, metrics, dead = {}, {}, np.zeros(data.num_rows, dtype=bool)
-    for name in t.schema.vector_columns():
-        ctype = t.schema[name]
-        colv = data.column(name).combine_chunks()
-        flat = colv.values if colv.offset == 0 else colv.flatten()
-        matrix = flat.to_numpy(zero_copy_only=False).reshape(-1, ctype.dim)[:len(colv)]
-        if colv.null_count and name in vector_columns:
-            dead |= ~colv.is_valid().to_numpy(zero_copy_only=False)
-        vecs[name], metrics[name] = matrix, ctype.metric
-    src = ArraySource(vecs, metrics, data, deleted=np.flatnonzero(dead))
-    take = lambda ids, cols: data.select(cols).take(pa.array(np.asarray(ids, np.int64)))  # noqa
-    if len(_SOURCES) >= SOURCE_CACHE_SIZE:
-        _SOURCES.pop(next(iter(_SOURCES)))
-    _SOURCES[key] = (state, take, src)
-    return take, src
+    """(take(row_ids, columns) -> Arrow rows, DataSource) for the executor's operators: the
+    table's latest snapshot (`Table.data_source()`: internal row ids, the table's indexes)."""
+    source = t.data_source()
+    state = source.state
+    return (lambda ids, cols: state.take(np.asarray(ids, dtype=np.int64), cols)), source
 
 
 # ----------------------------------------------------------------------------- rewriting

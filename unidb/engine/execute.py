@@ -33,7 +33,7 @@ def run(request: SearchRequest, table) -> SearchResult:
     """Run `request` on `table`: one snapshot, with the table's indexes at that snapshot
     (`IndexSet.snapshot`: in a read-only process the indexes catch up to it first). Only rows
     live in that snapshot are returned, so the result reads its rows from it."""
-    indexes = table._indexes
+    indexes = table.indexes
     with indexes.snapshot() as state:
         result = execute(request, table, state)
     if indexes.holds_exactly(state):
@@ -60,7 +60,7 @@ def execute(request: SearchRequest, table, state) -> SearchResult:
     if request.vectors is not None:
         results, explains, value_col = _multivector(request, target, table, state)
     elif request.text is not None or request.sparse is not None:
-        from unidb.api import hybrid
+        from unidb.engine import hybrid
         results, explains = hybrid.run(request, target, table, state)
         value_col = SCORE
     else:
@@ -79,7 +79,7 @@ def _filter(request: SearchRequest, table, state) -> RowFilter | None:
     """The request's filter evaluated once on `state` (None when it has none)."""
     if request.where is None:
         return None
-    return row_filter(state, request.where, table._indexes)
+    return row_filter(state, request.where, table.indexes)
 
 
 def _vector(request: SearchRequest, target: Target, table, state
@@ -88,7 +88,7 @@ def _vector(request: SearchRequest, target: Target, table, state
     queries = request.queries
     params = dict(request.params)
     exact = params.pop("exact", False)
-    index = table._indexes.vector_index(column)
+    index = table.indexes.vector_index(column)
     expr = request.where
     use_planner = not exact and (
         index is not None or (expr is not None and _has_scalar_index(table, expr)))
@@ -102,7 +102,7 @@ def _vector(request: SearchRequest, target: Target, table, state
         else:
             results = exact_topk(state, column, ctype.metric, queries, request.k, rows)
         return results, [_flat_explain(request, state, rows, results, t0)]
-    from unidb.api.source import TableSource
+    from unidb.engine.source import TableSource
     from unidb.query import planner
     source = TableSource(table, state)
     if request.distance_range is None and expr is None and index is not None and \
@@ -151,7 +151,7 @@ def _cap(request: SearchRequest, ids: np.ndarray, d: np.ndarray) -> Result:
 
 
 def _has_scalar_index(table, expr) -> bool:
-    return any(table._indexes.scalar_index(c) is not None for c in expr.columns())
+    return any(table.indexes.scalar_index(c) is not None for c in expr.columns())
 
 
 def _flat_explain(request: SearchRequest, state, rows: RowFilter | None,
@@ -170,7 +170,7 @@ def _flat_explain(request: SearchRequest, state, rows: RowFilter | None,
 
 def _multivector(request: SearchRequest, target: Target, table, state
                  ) -> tuple[list[Result], list[Explain], str]:
-    from unidb.api.source import TableSource
+    from unidb.engine.source import TableSource
     from unidb.query import planner
     weights = request.weights or {c: 1.0 for c in request.vectors}
     params = dict(request.params)

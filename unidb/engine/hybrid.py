@@ -39,7 +39,7 @@ def run(request: SearchRequest, target: Target, table, state
     t0 = time.perf_counter()
     # The one evaluation of the filter: every live row of the snapshot when there is none, so
     # rows an index holds from a later commit are never returned.
-    rows = row_filter(state, request.where, table._indexes)
+    rows = row_filter(state, request.where, table.indexes)
     sources: list[tuple[str, Any]] = []
     if target.text_column is not None:
         sources.append((f"text:{target.text_column}", ("text", target.text_column)))
@@ -51,7 +51,7 @@ def run(request: SearchRequest, target: Target, table, state
                  else "topk", rows_total=state.live_rows, rows_matched=rows.count, k=request.k)
     if request.vector is None and len(sources) == 1:
         name, spec = sources[0]
-        h = table._indexes.get(spec[1])
+        h = table.indexes.get(spec[1])
         with h.lock:
             if spec[0] == "text":
                 ids, scores = h.impl.search(request.text, request.k, rows)
@@ -68,7 +68,7 @@ def run(request: SearchRequest, target: Target, table, state
         fused_sources.append(_dense_source(request, target, state, rows))
         names.append(f"vector:{target.vector_column}")
     for name, spec in sources:
-        impl = table._indexes.get(spec[1]).impl
+        impl = table.indexes.get(spec[1]).impl
         src = IndexSource(impl, request.text, allow=rows) if spec[0] == "text" else \
             IndexSource(impl, spec[2], spec[3], allow=rows)
         fused_sources.append(src)

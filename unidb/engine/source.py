@@ -27,6 +27,7 @@ class TableSource:
     def __init__(self, table, state: TableState):
         self.table = table
         self.state = state
+        self.planner_options = table.options.planner
         self._live: np.ndarray | None = None
 
     # -- row masks -------------------------------------------------------------------------
@@ -45,7 +46,7 @@ class TableSource:
         """The live rows that satisfy `expr` (every live row when None), evaluated once."""
         if expr is None:
             return RowFilter(self.live_rowmask())
-        return row_filter(self.state, expr, self.table._indexes)
+        return row_filter(self.state, expr, self.table.indexes)
 
     def live_count(self) -> int:
         return self.state.live_rows
@@ -104,11 +105,11 @@ class TableSource:
     # size with index row ids, so those rows are dropped here. (Read-only processes pin their
     # indexes to the snapshot, see IndexSet.snapshot; the views then pass everything through.)
     def vector_index(self, name: str):
-        idx = self.table._indexes.vector_index(name)
+        idx = self.table.indexes.vector_index(name)
         return None if idx is None else _SnapshotVectorIndex(idx, self.state.next_rowid)
 
     def scalar_index(self, name: str):
-        idx = self.table._indexes.scalar_index(name)
+        idx = self.table.indexes.scalar_index(name)
         return None if idx is None else _SnapshotScalarIndex(idx, self.state.next_rowid)
 
 

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from unidb.errors import QueryError
 from unidb.query.explain import Explain
-from unidb.query.request import SearchRequest, SearchResult, check_k
+from unidb.query.request import SearchRequest, check_k
+from unidb.query.result import SearchResult
 
 
 def check_search_arguments(args: tuple, unknown: dict) -> None:

@@ -15,8 +15,8 @@ from unidb.engine.indexes import IndexSet
 from unidb.engine.table import TableEngine
 from unidb.errors import ClosedError, ValidationError
 from unidb.query.filter import checked_filter
-from unidb.query.request import (SearchRequest, SearchResult, empty_table, select_columns,
-                                 vector_column)
+from unidb.query.request import SearchRequest, select_columns, vector_column
+from unidb.query.result import SearchResult, empty_table
 from unidb.schema import Vector
 from unidb.storage.parts import TableState
 from unidb.storage.table_store import TableStore

@@ -21,7 +21,8 @@ from unidb.api.search import SearchBuilder, check_search_arguments
 from unidb.errors import ClosedError, UnidbError, ValidationError
 from unidb.protocol import wire
 from unidb.protocol.errors import error_from_body
-from unidb.query.request import QUERY, SearchRequest, SearchResult
+from unidb.query.request import SearchRequest
+from unidb.query.result import QUERY, SearchResult
 from unidb.schema import Schema
 
 # Seconds a request may take on the wire (the server has its own query timeout).

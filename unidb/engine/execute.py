@@ -24,7 +24,8 @@ from unidb.index.rowfilter import RowFilter
 from unidb.query.explain import Explain
 from unidb.query.filter import row_filter
 from unidb.query.knobs import INDEX_KNOBS
-from unidb.query.request import DISTANCE, SCORE, SearchRequest, SearchResult, Target
+from unidb.query.request import DISTANCE, SCORE, SearchRequest, Target
+from unidb.query.result import SearchResult
 
 Result = tuple[np.ndarray, np.ndarray]
 

@@ -42,7 +42,8 @@ from unidb.engine.source import TableSource
 from unidb.errors import ValidationError
 from unidb.options import DEFAULT, Options
 from unidb.query.filter import checked_filter, part_masks
-from unidb.query.request import SearchRequest, SearchResult, empty_table, select_columns
+from unidb.query.request import SearchRequest, select_columns
+from unidb.query.result import SearchResult, empty_table
 from unidb.schema import Schema
 from unidb.storage import backup
 from unidb.storage.parts import ROWID, Part, TableState

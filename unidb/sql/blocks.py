@@ -22,7 +22,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from unidb.errors import QueryError
-from unidb.query.request import SearchRequest, SearchResult
+from unidb.query.request import SearchRequest
+from unidb.query.result import SearchResult
 from unidb.schema import Text, Vector
 from unidb.sql.context import Context
 from unidb.sql.filters import Converter, NotConvertible, conjuncts

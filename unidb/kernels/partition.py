@@ -569,15 +569,13 @@ def probe_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, bo
                          bounds, slots, cents, cnorms), qn, True
 
 
-@nb.njit(cache=True, fastmath=True, nogil=True)
-def search_probed_one(q, qn, mode, posts, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
-    """The scan half of `search_one` over the postings `posts` (from `probe_one`): posting
-    scan, exact re-rank and finished distances, returned as `search_one` returns them."""
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish):
+    """The end of the one-query path: (row ids (1, k), finished distances (1, k), worst) from
+    the scan's heap, re-scored exactly in float64 and sorted by (distance, row id)."""
     out_r = np.full((1, k), -1, dtype=np.int64)
     out_d = np.full((1, k), np.inf, dtype=np.float64)
-    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
     worst = np.float64(hd[0]) if size == kk else np.inf
-    # exact float64 re-score of the held rows, sorted by (distance, row id)
     dd = np.empty(size, dtype=np.float64)
     rr = np.empty(size, dtype=np.int64)
     for t in range(size):
@@ -601,14 +599,23 @@ def search_probed_one(q, qn, mode, posts, vecs, sqn, rids, vers, vmap, packed, k
         elif finish == 1:
             d = d / 2.0
         out_d[0, a] = d
+    return out_r, out_d, worst
+
+
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def search_probed_one(q, qn, mode, posts, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
+    """The scan half of `search_one` over the postings `posts` (from `probe_one`): posting
+    scan, exact re-rank and finished distances, returned as `search_one` returns them."""
+    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    out_r, out_d, worst = _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish)
     return out_r, out_d, posts.shape[0], worst
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
 def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, bounds, slots,
                cents, cnorms, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
-    """One query end to end in one call: navigation, posting scan, exact re-rank
-    (`probe_one` then `search_probed_one`, fused to save a dispatch on the latency path).
+    """One query end to end in one call: navigation, posting scan, exact re-rank (what
+    `probe_one` then `search_probed_one` do, fused: one dispatch on the latency path).
 
     Returns (row ids (1, k) -1 padded, distances (1, k) +inf padded, postings probed, worst):
     probed is -1 (nothing searched) when the query holds a NaN or an infinity; worst is the
@@ -616,13 +623,15 @@ def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, b
     probed was re-scored exactly), for the caller's check that float32 rounding cannot have
     kept a nearer row out. Distances are finished for the metric: `finish` 0 = sqrt of squared
     L2, 1 = half of it (cosine on unit vectors), 2 = as scored (-dot)."""
-    posts, qn, ok = probe_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
-                              bounds, slots, cents, cnorms)
+    ok, qn = _finite_norm(q)
     if not ok:
         return (np.full((1, k), -1, dtype=np.int64), np.full((1, k), np.inf, dtype=np.float64),
                 -1, np.inf)
-    return search_probed_one(q, qn, mode, posts, vecs, sqn, rids, vers, vmap, packed, kk, k,
-                             finish)
+    posts = nearest_slots(q, qn, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
+                          bounds, slots, cents, cnorms)
+    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    out_r, out_d, worst = _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish)
+    return out_r, out_d, posts.shape[0], worst
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from unidb.index.partition import PartitionIndex, PartitionOptions
-from unidb.kernels import partition as K
 
 N0, BATCH, DIM = 2000, 400, 16
 OPTS = dict(target_posting=40, max_posting=80, merge_threshold=5, reassign_k=16)
@@ -82,9 +81,9 @@ def test_kill9_during_insert_rebalance_save_leaves_last_snapshot(tmp_path):
         assert printed[-1] <= covered <= printed[-1] + 1
         expect = live_after(covered)
         assert len(idx) == len(expect)
-        routing, arena, vmap = idx._routing, idx._store.arena, idx._vmap
-        pos = K.valid_positions(arena.rids, arena.vers, vmap, arena.packed, routing.live_ids)
-        assert set(arena.rids[pos].tolist()) == expect
+        st = idx._state
+        _, _, rids, _, _ = st.store.valid_entries(st.vmap, st.routing.live_ids)
+        assert set(rids.tolist()) == expect
         for r in list(expect)[:50]:         # each sampled row is found with its own vector
             step = 0 if r < N0 else (r - N0) // BATCH + 1
             v = vectors(step, N0 if step == 0 else BATCH)[r if step == 0 else (r - N0) % BATCH]

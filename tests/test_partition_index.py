@@ -59,15 +59,14 @@ def mixture(rng, n, dim=16, centers=None):
 
 def valid_copies(idx):
     """{row id: [postings holding a valid copy]} over routed postings, plus stored vectors."""
-    routing, arena, vmap = idx._routing, idx._store.arena, idx._vmap
+    st = idx._state
     where: dict[int, list[int]] = {}
     vec: dict[int, np.ndarray] = {}
-    for p in routing.live_ids:
-        pos = K.valid_positions(arena.rids, arena.vers, vmap, arena.packed, np.array([p], np.int64))
-        for i in pos:
-            r = int(arena.rids[i])
+    for p in st.routing.live_ids:
+        vecs, _, rids, _, _ = st.store.valid_entries(st.vmap, np.array([p], np.int64))
+        for r, v in zip(rids.tolist(), vecs):
             where.setdefault(r, []).append(int(p))
-            vec[r] = arena.vecs[i]
+            vec[r] = v
     return where, vec
 
 
@@ -78,18 +77,20 @@ def check_invariants(idx, rows: dict[int, np.ndarray]):
     assert len(idx) == len(rows)
     for r, ps in where.items():
         assert len(ps) == len(set(ps)), f"row {r} has two valid copies in one posting"
-        assert int(idx._primary[r]) in ps, f"row {r}: primary posting holds no valid copy"
+        assert int(idx._state.primary[r]) in ps, f"row {r}: primary posting holds no valid copy"
         np.testing.assert_allclose(vec[r], rows[r], rtol=1e-6, atol=1e-7)
-    c = idx._routing.centroids[idx._routing.live_ids]
+    routing = idx._state.routing
+    c = routing.centroids[routing.live_ids]
     ids = np.array(sorted(rows))
     x = np.stack([rows[r] for r in ids])
     d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
-    nearest = idx._routing.live_ids[np.argmin(d, axis=1)]
+    nearest = routing.live_ids[np.argmin(d, axis=1)]
     ok = np.array([nearest[i] in where[r] for i, r in enumerate(ids)])
     # LIRE keeps rows in their nearest partition up to its bounded reassignment scope
     assert ok.mean() >= 0.97, f"only {ok.mean():.3f} of rows live in their nearest partition"
-    plive = np.bincount(idx._primary[idx._primary >= 0], minlength=len(idx._plive))
-    np.testing.assert_array_equal(plive[:len(idx._plive)], idx._plive[:len(plive)])
+    primary, plive_kept = idx._state.primary, idx._state.plive
+    plive = np.bincount(primary[primary >= 0], minlength=len(plive_kept))
+    np.testing.assert_array_equal(plive[:len(plive_kept)], plive_kept[:len(plive)])
     st = idx.stats()
     assert st["live_vectors"] == len(rows)
     assert st["entries"] == sum(len(v) for v in where.values())
@@ -131,7 +132,7 @@ def test_build_is_deterministic_for_a_seed():
     x = mixture(rng, 3000)
     a = PartitionIndex.build(np.arange(3000), x, "l2", SMALL)
     b = PartitionIndex.build(np.arange(3000), x, "l2", SMALL)
-    np.testing.assert_array_equal(a._routing.centroids, b._routing.centroids)
+    np.testing.assert_array_equal(a._state.routing.centroids, b._state.routing.centroids)
 
 
 def test_bad_input_raises_with_the_offending_value():
@@ -264,7 +265,7 @@ def test_assign_among_a_neighbourhood_is_the_full_pass_restricted_to_it():
     rng = np.random.default_rng(13)
     centers = rng.standard_normal((20, 16)) * 3
     idx = PartitionIndex.build(np.arange(3000), mixture(rng, 3000, centers=centers), "l2", SMALL)
-    routing = idx._routing
+    routing = idx._state.routing
     v = mixture(rng, 300, centers=centers)
     full = routing.assign(v, 0.1, 4)
     np.testing.assert_array_equal(routing.assign(v, 0.1, 4, among=routing.live_ids), full)
@@ -445,7 +446,7 @@ def test_code_navigation_matches_exact_navigation(metric):
     idx = PartitionIndex.build(np.arange(3000), x[:3000], metric, SMALL)
     idx.add(np.arange(3000, 4000), x[3000:] * 1.5 + 4.0)   # drift out of the code range
     assert idx.stats()["splits"] > 0
-    routing = idx._view.routing
+    routing = idx.view().routing
     live = routing.live_ids
     nav = routing.nav_arrays()
     assert np.array_equal(nav[6], live)

@@ -79,9 +79,10 @@ def test_sorted_index_add_delete_save_load(tmp_path):
     idx = SortedIndex.build([1, 2, 3], [5.0, None, 1.0])
     assert len(idx) == 2                                              # the null is not indexed
     idx.add([7, 8], np.array([3.0, np.nan]))
-    idx.delete([1])
+    assert idx.delete([1, 2, 99]) == 1                                # only row 1 was indexed
     assert idx.range_rows().tolist() == [3, 7]
-    idx.save(tmp_path / "price.npz")
-    back = SortedIndex.load(tmp_path / "price.npz")
+    idx.save(tmp_path / "price", covered=9)
+    back, covered = SortedIndex.load(tmp_path / "price")
+    assert covered == 9
     assert back.range_rows(2, None).tolist() == [7]
     assert back.count_range(None, 1.0, True, False) == 0

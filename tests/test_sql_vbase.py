@@ -5,7 +5,6 @@ img VECTOR(256), txt VECTOR(256)) and tag(id, img VECTOR(256)). Without an index
 must equal brute force exactly; with a partition index recall must be >= 0.95.
 """
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import unidb

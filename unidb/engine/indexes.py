@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from unidb.errors import NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError
+from unidb.index.contract import Index
 from unidb.options import DEFAULT, IndexOptions
 from unidb.schema import Schema
 from unidb.storage import files
@@ -81,9 +82,11 @@ def index_folder(table_folder: Path, column: str) -> Path:
     return Path(table_folder) / f"{INDEX_DIR_PREFIX}{column}"
 
 
-# -- per-kind adapters: how to build/feed/persist each implementation -----------------------
+# -- per-kind adapters: how to build/load each implementation ----------------------------------
 class _Kind:
-    """Adapter between a column's Arrow values and one index implementation."""
+    """Adapter between a column's Arrow values and one index implementation. The index
+    itself honours unidb.index.contract.Index (add, delete, save, load, stats, close, len),
+    which is all the rest of this module calls."""
     name = ""
     SNAPSHOT = ""          # the file whose presence means a saved snapshot exists
 
@@ -95,12 +98,6 @@ class _Kind:
 
     def build(self, ctype, options: dict, row_ids: np.ndarray, values: Any, folder: Path):
         raise NotImplementedError
-
-    def add(self, impl, row_ids: np.ndarray, values: Any) -> None:
-        impl.add(row_ids, values)
-
-    def save(self, impl, folder: Path, covered: int) -> None:
-        impl.save(folder, covered)
 
     def load(self, folder: Path):
         raise NotImplementedError
@@ -169,10 +166,6 @@ class _PartitionKind(_Kind):
         idx.start_rebalancer()
         return idx
 
-    def add(self, impl, row_ids, values):
-        if len(row_ids):
-            impl.add(row_ids, values)
-
     def load(self, folder):
         from unidb.index.partition import PartitionIndex
         idx, covered = PartitionIndex.load(folder)
@@ -189,9 +182,7 @@ class _PartitionKind(_Kind):
 
 class _SortedKind(_Kind):
     name = "sorted"
-    META = "sorted.json"
-    DATA = "sorted.npz"
-    SNAPSHOT = META
+    SNAPSHOT = "sorted.json"
 
     def values(self, column, row_ids):
         return row_ids, _chunk(column)
@@ -202,15 +193,9 @@ class _SortedKind(_Kind):
             raise SchemaError(f"the sorted index takes no options, got {sorted(options)}")
         return SortedIndex.build(row_ids, values)
 
-    def save(self, impl, folder, covered):
-        files.ensure_dir(folder)
-        impl.save(folder / self.DATA)
-        files.atomic_write_json(folder / self.META, {"covered": int(covered)})
-
     def load(self, folder):
         from unidb.index.scalar.sorted_index import SortedIndex
-        meta = files.read_json(folder / self.META)
-        return SortedIndex.load(folder / self.DATA), int(meta["covered"])
+        return SortedIndex.load(folder)
 
     # sorted.json and sorted.npz are replaced one after the other, so a reader could pair a
     # new array with an old watermark; rebuilding from the rows is a single sort anyway.
@@ -274,13 +259,6 @@ class _SparseKind(_Kind):
         return _inverted_files(manifest)
 
 
-def _close_impl(impl) -> None:
-    if hasattr(impl, "close"):
-        impl.close()
-    elif hasattr(impl, "stop_rebalancer"):
-        impl.stop_rebalancer()
-
-
 ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(),
                                                    _TextKind(), _SparseKind())}
 
@@ -312,7 +290,7 @@ class IndexHandle:
     column: str
     kind: str
     options: dict
-    impl: Any
+    impl: Index                        # the contract: unidb/index/contract.py
     covered: int                       # next row id the last saved snapshot covers
     changes: int = 0                   # rows added/deleted since that save
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
@@ -475,7 +453,7 @@ class IndexSet:
                     break
                 if covered > state.next_rowid:
                     # Saved after this state was read: it may hold rows the state lacks.
-                    _close_impl(impl)
+                    impl.close()
                     break
                 handle = IndexHandle(column, d["kind"], d["options"], impl, covered)
                 try:
@@ -483,7 +461,7 @@ class IndexSet:
                 except Exception as e:
                     log.warning("index on %s failed to catch up (%r); building it in memory",
                                 column, e)
-                    _close_impl(impl)
+                    impl.close()
                     break
                 return handle
         return self._build(column, d["kind"], d["options"], state)
@@ -493,7 +471,7 @@ class IndexSet:
             h = self._handles.pop(c, None)
             self._defs.pop(c, None)
             if h is not None:
-                _close_impl(h.impl)
+                h.impl.close()
 
     # -- definitions -----------------------------------------------------------------------
     def definitions(self) -> dict:
@@ -585,7 +563,7 @@ class IndexSet:
         if state.next_rowid > since:
             ids, vals = self._column_values(state, h.column, h.adapter, min_rowid=since)
             if len(ids):
-                h.adapter.add(h.impl, ids, vals)
+                h.impl.add(ids, vals)
                 h.changes += len(ids)
 
     def create(self, column: str, kind: str | None = None, **options: Any) -> None:
@@ -641,7 +619,7 @@ class IndexSet:
             with self._lock:
                 self._handles.pop(column, None)
                 self._broken.pop(column, None)
-            if isinstance(h, IndexHandle) and hasattr(h.impl, "close"):
+            if isinstance(h, IndexHandle):
                 h.impl.close()
             shutil.rmtree(index_folder(self._store.folder, column), ignore_errors=True)
 
@@ -676,7 +654,7 @@ class IndexSet:
             ids = commit.batch.column(ROWID).to_numpy()
             i, v = h.adapter.values(commit.batch.column(h.column), ids)
             if len(i):
-                h.adapter.add(h.impl, i, v)
+                h.impl.add(i, v)
             h.changes += len(ids)
 
     def _rebuild(self, h: IndexHandle, state: TableState, error: Exception) -> None:
@@ -685,7 +663,7 @@ class IndexSet:
                   "from the rows", h.kind, h.column, self._store.folder, state.lsn,
                   type(error).__name__, error)
         try:
-            _close_impl(h.impl)
+            h.impl.close()
         except Exception:  # noqa: BLE001 - it is being replaced either way
             log.exception("closing the failed index on %s failed", h.column)
         try:
@@ -730,7 +708,7 @@ class IndexSet:
         raised: index snapshots are derived data that catch up from the rows on open, so the
         index stays unsaved and is saved at a later checkpoint."""
         for h in list(self._handles.values()):
-            size = max(len(h.impl), 1) if hasattr(h.impl, "__len__") else 1
+            size = max(len(h.impl), 1)
             if h.changes >= max(self.options.save_min_changes,
                                 self.options.save_min_fraction * size) or h.covered < 0:
                 try:
@@ -746,7 +724,7 @@ class IndexSet:
         folder = files.ensure_dir(index_folder(self._store.folder, h.column))
         with self._write_lock, h.lock:
             state = self._store.state
-            h.adapter.save(h.impl, folder, state.next_rowid)
+            h.impl.save(folder, state.next_rowid)
             h.covered = state.next_rowid
             h.changes = 0
 
@@ -757,7 +735,7 @@ class IndexSet:
                     if checkpoint and not self._store.read_only and (h.changes or h.covered < 0):
                         self._save(h, self._store.state)
                 finally:
-                    _close_impl(h.impl)
+                    h.impl.close()
             self._handles.clear()
             self._broken.clear()
 
@@ -796,7 +774,7 @@ class IndexSet:
             raise NotFoundError(f"no index on column {column!r}; indexes: "
                                 f"{sorted(self._handles)}")
         with h.lock:
-            s = dict(h.impl.stats()) if hasattr(h.impl, "stats") else {"rows": len(h.impl)}
+            s = dict(h.impl.stats())
         s.update({"kind": h.kind, "column": column, "covered_rowid": h.covered,
                   "unsaved_changes": h.changes, "broken": None})
         return s

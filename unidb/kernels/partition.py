@@ -543,31 +543,39 @@ def _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk):
     return hd, hr, hp, size
 
 
-@nb.njit(cache=True, fastmath=True, nogil=True)
-def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, bounds, slots,
-               cents, cnorms, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
-    """One query end to end in one call: navigation, posting scan, exact re-rank.
-
-    Returns (row ids (1, k) -1 padded, distances (1, k) +inf padded, postings probed, worst):
-    probed is -1 (nothing searched) when the query holds a NaN or an infinity; worst is the
-    largest float32 score the full heap held (+inf if the heap never filled: every valid row
-    probed was re-scored exactly), for the caller's check that float32 rounding cannot have
-    kept a nearer row out. Distances are finished for the metric: `finish` 0 = sqrt of squared
-    L2, 1 = half of it (cosine on unit vectors), 2 = as scored (-dot)."""
-    out_r = np.full((1, k), -1, dtype=np.int64)
-    out_d = np.full((1, k), np.inf, dtype=np.float64)
+@nb.njit(cache=True, inline="always")
+def _finite_norm(q):
+    """(every entry finite, squared norm in float32) of a query (shared by the one-query
+    entry points so that each computes the same qn)."""
     bits = q.view(np.uint32)       # exponent bits: fastmath may fold a float isfinite away
     for j in range(bits.shape[0]):
         if bits[j] & 0x7F800000 == 0x7F800000:
-            return out_r, out_d, -1, np.inf
+            return False, np.float32(0.0)
     qn = np.float32(0.0)
     for j in range(q.shape[0]):
         qn += q[j] * q[j]
-    posts = nearest_slots(q, qn, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
-                          bounds, slots, cents, cnorms)
-    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    return True, qn
+
+
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def probe_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, bounds, slots,
+              cents, cnorms):
+    """The navigation half of `search_one`: (postings to probe, nearest first; the query's
+    squared norm; False when the query holds a NaN or an infinity, nothing probed)."""
+    ok, qn = _finite_norm(q)
+    if not ok:
+        return np.zeros(0, dtype=np.int64), qn, False
+    return nearest_slots(q, qn, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
+                         bounds, slots, cents, cnorms), qn, True
+
+
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish):
+    """The end of the one-query path: (row ids (1, k), finished distances (1, k), worst) from
+    the scan's heap, re-scored exactly in float64 and sorted by (distance, row id)."""
+    out_r = np.full((1, k), -1, dtype=np.int64)
+    out_d = np.full((1, k), np.inf, dtype=np.float64)
     worst = np.float64(hd[0]) if size == kk else np.inf
-    # exact float64 re-score of the held rows, sorted by (distance, row id)
     dd = np.empty(size, dtype=np.float64)
     rr = np.empty(size, dtype=np.int64)
     for t in range(size):
@@ -591,6 +599,38 @@ def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, b
         elif finish == 1:
             d = d / 2.0
         out_d[0, a] = d
+    return out_r, out_d, worst
+
+
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def search_probed_one(q, qn, mode, posts, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
+    """The scan half of `search_one` over the postings `posts` (from `probe_one`): posting
+    scan, exact re-rank and finished distances, returned as `search_one` returns them."""
+    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    out_r, out_d, worst = _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish)
+    return out_r, out_d, posts.shape[0], worst
+
+
+@nb.njit(cache=True, fastmath=True, nogil=True)
+def search_one(q, mode, m, eps2, prune, lo, step, codes, code_norms, code_err, bounds, slots,
+               cents, cnorms, vecs, sqn, rids, vers, vmap, packed, kk, k, finish):
+    """One query end to end in one call: navigation, posting scan, exact re-rank (what
+    `probe_one` then `search_probed_one` do, fused: one dispatch on the latency path).
+
+    Returns (row ids (1, k) -1 padded, distances (1, k) +inf padded, postings probed, worst):
+    probed is -1 (nothing searched) when the query holds a NaN or an infinity; worst is the
+    largest float32 score the full heap held (+inf if the heap never filled: every valid row
+    probed was re-scored exactly), for the caller's check that float32 rounding cannot have
+    kept a nearer row out. Distances are finished for the metric: `finish` 0 = sqrt of squared
+    L2, 1 = half of it (cosine on unit vectors), 2 = as scored (-dot)."""
+    ok, qn = _finite_norm(q)
+    if not ok:
+        return (np.full((1, k), -1, dtype=np.int64), np.full((1, k), np.inf, dtype=np.float64),
+                -1, np.inf)
+    posts = nearest_slots(q, qn, mode, m, eps2, prune, lo, step, codes, code_norms, code_err,
+                          bounds, slots, cents, cnorms)
+    hd, hr, hp, size = _scan_one(q, qn, mode, vecs, sqn, rids, vers, vmap, packed, posts, kk)
+    out_r, out_d, worst = _rerank_one(q, mode, vecs, hd, hr, hp, size, kk, k, finish)
     return out_r, out_d, posts.shape[0], worst
 
 

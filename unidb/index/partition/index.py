@@ -3,33 +3,29 @@
 Read top to bottom: validation and metric handling, build, add/delete (LIRE insert and
 tombstones), search (batched: one GEMM against the centroids, then every probed posting
 scanned once for all its queries), the widening path for filters and under-filled results,
-scan, stats, persistence. Routing lives in routing.py, posting storage in postings.py, the
-rebalancer in lire.py, the on-disk snapshot in persist.py.
+scan, stats, persistence. Routing lives in routing.py, posting storage behind the contract of
+store.py (built-in stores: postings.py), the writer's state in state.py, the rebalancer in
+lire.py, the on-disk snapshot in persist.py.
 
 Concurrency: one mutex serialises writers (add, delete, one rebalance job at a time); readers
-never lock. Writers work on `self._routing` / `self._vmap` / the store's arena and, when an
-operation is complete, `_publish()` one immutable `View` (routing, a copy of the version map,
-arena). A reader takes `self._view` once and sees a consistent snapshot for as long as it
-likes: arena entries are never overwritten and retired postings' slices stay readable, so every
-row live in the view is found under the view's versions even while splits move rows (a reader
-holding an old routing with the live version map missed rows reassigned into new postings).
+never lock. Writers work on the `PartitionState` and, when an operation is complete,
+`publish()` one immutable `View` (routing, a copy of the version map, a posting view). A reader
+takes `view()` once and sees a consistent snapshot for as long as it likes (state.py).
 """
 from __future__ import annotations
 
-import dataclasses
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unidb.index.partition import lire
+from unidb.index.partition import lire, persist
 from unidb.index.partition import versions as V
 from unidb.index.partition.kmeans import hierarchical_centroids
 from unidb.index.partition.options import PartitionOptions
-from unidb.index.partition.postings import Arena, PostingStore, make_store
+from unidb.index.partition.postings import make_store
 from unidb.index.partition.routing import Routing
+from unidb.index.partition.state import PartitionState, View
 from unidb.kernels import partition as K
 
 METRICS = ("l2", "cosine", "ip")
@@ -51,15 +47,6 @@ SCAN_ERR_ULPS = 4
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-@dataclass(frozen=True)
-class View:
-    """What readers see: one consistent snapshot, replaced as a whole by writers."""
-    routing: Routing
-    vmap: np.ndarray
-    arena: Arena
-    live: int
-
-
 class PartitionIndex:
     """Dense vector index over int64 row ids (see docs/partition-index.md)."""
 
@@ -71,41 +58,27 @@ class PartitionIndex:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim = int(dim)
         self.metric = metric
-        self.options = options.validate().resolved(0)
         self.folder = None if folder is None else Path(folder)
         self._mode = K.MODE_IP if metric == "ip" else K.MODE_L2
-        self._store: PostingStore = make_store(options.storage, self.dim, folder)
-        self._routing = Routing(np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32),
-                                np.zeros(0, bool))
-        self._vmap = V.new_map(0)
-        self._primary = np.full(0, -1, dtype=np.int64)   # row id -> posting of its primary copy
-        self._plive = np.zeros(0, dtype=np.int64)        # posting -> live primaries (merge trigger)
-        # posting -> max distance of any entry ever appended to its centroid: a split's new
-        # centroid can only attract rows of postings it is within 2 x radius of (lire.py)
-        self._radius = np.zeros(0, dtype=np.float64)
-        # posting -> entries it may hold before another split attempt, for postings LIRE found
-        # unsplittable (duplicates, lire._keep_unsplittable); in memory only: after a load
-        # each such posting is tried once more, then marked again
-        self._unsplittable: dict[int, int] = {}
-        self._live = 0
-        self._mutex = threading.RLock()
-        self.counters = {"splits": 0, "merges": 0, "compactions": 0, "reassign_evaluated": 0,
-                         "vectors_moved": 0, "rebalance_cpu_s": 0.0, "arena_compactions": 0,
-                         "unsplittable": 0}
-        self._rebalancer = lire.Rebalancer(self)
-        self._publish()
+        options = options.validate().resolved(0)
+        self._state = PartitionState(self.dim, options, make_store(options.storage, self.dim,
+                                                                   folder))
+        self.counters = self._state.counters       # LIRE's counters (one dict, shared)
+        self._rebalancer = lire.Rebalancer(self._state)
+        # one-query path: (view, its routing's navigation arrays), and how the fused kernel
+        # finishes distances (kernels.partition.search_one)
+        self._one_nav: tuple = (None, None)
+        self._finish_code = 0 if metric == "l2" else 1 if metric == "cosine" else 2
 
-    def _publish(self) -> None:
-        """Make the writer's state visible to readers as one consistent snapshot.
+    @property
+    def options(self) -> PartitionOptions:
+        """The options in force (posting sizes resolved at build)."""
+        return self._state.options
 
-        The slice table (`packed`: offset and length of every posting) is copied too: writers
-        update it in place (a split retires p and creates p1/p2), and a reader still routing
-        with the old centroids must find p's rows where its view says they are. Row data
-        needs no copy: published slices are never overwritten (appends go past their length,
-        moves and compactions write elsewhere)."""
-        arena = self._store.arena
-        self._view = View(self._routing, self._vmap.copy(),
-                          dataclasses.replace(arena, packed=arena.packed.copy()), self._live)
+    def view(self) -> View:
+        """The snapshot readers use: routing, version map and posting view published together
+        by the last complete write (state.py)."""
+        return self._state.view
 
     @classmethod
     def build(cls, row_ids: np.ndarray, vectors: np.ndarray, metric: str = "l2",
@@ -116,28 +89,29 @@ class PartitionIndex:
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be 2-D (n, dim), got shape {vectors.shape}")
         idx = cls(vectors.shape[1], metric, options, folder)
-        idx.options = options.validate().resolved(len(vectors))
-        options = idx.options
+        st = idx._state
+        st.options = options = options.validate().resolved(len(vectors))
         rids, x = idx._check_rows(row_ids, vectors)
         if len(rids) == 0:
             return idx
         cents = hierarchical_centroids(x, options.target_posting, options.seed)
         cn = np.einsum("ij,ij->i", cents, cents).astype(np.float32)
-        idx._routing = Routing.create(cents, cn, np.ones(len(cents), bool))
-        assign = idx._routing.assign(x, options.eps1, options.replicas)
-        idx._vmap = V.grow(idx._vmap, int(rids.max()) + 1)
-        vers = V.next_versions(idx._vmap, rids)
+        st.routing = Routing.create(cents, cn, np.ones(len(cents), bool))
+        assign = st.routing.assign(x, options.eps1, options.replicas)
+        st.vmap = V.grow(st.vmap, int(rids.max()) + 1)
+        vers = V.next_versions(st.vmap, rids)
         sqn = np.einsum("ij,ij->i", x, x).astype(np.float32)
         rows = np.repeat(np.arange(len(rids)), (assign >= 0).sum(axis=1))
         posts = assign[assign >= 0]
         o = np.argsort(posts, kind="stable")
         lens = np.bincount(posts, minlength=len(cents)).astype(np.int64)
         r = rows[o]
-        idx._store.bulk_load(lens, x[r], sqn[r], rids[r], vers[r])
-        idx._set_primary(rids, assign[:, 0])
-        idx._widen_radius(posts, x[rows])
-        idx._vmap[rids] = vers
-        idx._live = len(rids)
+        st.note_norms(sqn)
+        st.store.bulk_load(lens, x[r], sqn[r], rids[r], vers[r])
+        st.set_primary(rids, assign[:, 0])
+        st.widen_radius(posts, x[rows])
+        st.vmap[rids] = vers
+        st.live = len(rids)
         # nearest-centroid assignment undoes some of k-means' balance: let LIRE split the
         # postings that came out over the limit and merge the near-empty ones, then start the
         # update counters from zero
@@ -146,7 +120,7 @@ class PartitionIndex:
         idx._rebalancer.run_inline_if_idle()
         for key in idx.counters:
             idx.counters[key] = 0.0 if isinstance(idx.counters[key], float) else 0
-        idx._publish()
+        st.publish()
         return idx
 
     # ------------------------------------------------------------------ validation
@@ -202,70 +176,6 @@ class PartitionIndex:
             return d / 2.0        # |a-b|^2 = 2 - 2 cos(a, b) on unit vectors
         return d                  # ip: -dot
 
-    # ------------------------------------------------------------------ row bookkeeping
-    def _set_primary(self, rids: np.ndarray, posts: np.ndarray) -> None:
-        """Record primary postings of rows (writer only); keeps per-posting live counts."""
-        need = int(rids.max()) + 1 if len(rids) else 0
-        if need > len(self._primary):
-            grow = np.full(max(need, 2 * len(self._primary)), -1, dtype=np.int64)
-            grow[:len(self._primary)] = self._primary
-            self._primary = grow
-        old = self._primary[rids]
-        had = old >= 0
-        if had.any():
-            np.subtract.at(self._plive, old[had], 1)
-        self._primary[rids] = posts
-        if len(posts):
-            self._ensure_plive(int(posts.max()) + 1)
-            np.add.at(self._plive, posts, 1)
-
-    def _clear_primary(self, rids: np.ndarray) -> None:
-        old = self._primary[rids]
-        had = old >= 0
-        if had.any():
-            np.subtract.at(self._plive, old[had], 1)
-        self._primary[rids] = -1
-
-    def _ensure_plive(self, n: int) -> None:
-        if n > len(self._plive):
-            grow = np.zeros(max(n, 2 * len(self._plive)), dtype=np.int64)
-            grow[:len(self._plive)] = self._plive
-            self._plive = grow
-        if n > len(self._radius):
-            grow = np.zeros(max(n, 2 * len(self._radius)), dtype=np.float64)
-            grow[:len(self._radius)] = self._radius
-            self._radius = grow
-
-    def _widen_radius(self, posts: np.ndarray, x: np.ndarray) -> None:
-        """radius[p] = max(radius[p], |x - c_p|) for (posting, vector) pairs."""
-        if len(posts) == 0:
-            return
-        self._ensure_plive(int(posts.max()) + 1)
-        diff = x - self._routing.centroids[posts]
-        r = np.sqrt(np.einsum("ij,ij->i", diff, diff).astype(np.float64))
-        np.maximum.at(self._radius, posts, r)
-
-    def _append_assigned(self, rids, x, sqn, vers, assign) -> list[int]:
-        """Append each row to the postings of its assignment row; returns postings touched."""
-        valid = assign >= 0
-        rows = np.repeat(np.arange(len(rids)), valid.sum(axis=1))
-        posts = assign[valid]
-        o = np.argsort(posts, kind="stable")
-        posts = posts[o]
-        rows = rows[o]
-        cuts = np.flatnonzero(np.diff(posts)) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [len(posts)]])
-        touched = []
-        self._store.reserve_slots(int(posts.max()) + 1 if len(posts) else 0)
-        self._widen_radius(posts, x[rows])
-        for s, e in zip(starts, ends):
-            p = int(posts[s])
-            r = rows[s:e]
-            self._store.append(p, x[r], sqn[r], rids[r], vers[r])
-            touched.append(p)
-        return touched
-
     # ------------------------------------------------------------------ writes
     def add(self, row_ids: np.ndarray, vectors: np.ndarray) -> None:
         """LIRE insert: append to the nearest partition(s); over-long postings queue a split.
@@ -275,61 +185,66 @@ class PartitionIndex:
         rids, x = self._check_rows(row_ids, vectors)
         if len(rids) == 0:
             return
-        with self._mutex:
-            if self._routing.alive.sum() == 0:
+        st = self._state
+        with st.mutex:
+            if st.routing.alive.sum() == 0:
                 self._bootstrap(rids, x)
             else:
-                self._vmap = V.grow(self._vmap, int(rids.max()) + 1)
-                was_live = V.is_live(self._vmap, rids)
-                vers = V.next_versions(self._vmap, rids)
+                st.vmap = V.grow(st.vmap, int(rids.max()) + 1)
+                was_live = V.is_live(st.vmap, rids)
+                vers = V.next_versions(st.vmap, rids)
                 sqn = np.einsum("ij,ij->i", x, x).astype(np.float32)
-                assign = self._routing.assign(x, self.options.eps1, self.options.replicas)
-                touched = self._append_assigned(rids, x, sqn, vers, assign)
-                self._set_primary(rids, assign[:, 0])
-                self._vmap[rids] = vers                       # publish the new copies
-                self._live += int(len(rids) - was_live.sum())
-                over = [p for p in touched if self._store.length(p) > lire.split_limit(self, p)]
+                assign = st.routing.assign(x, st.options.eps1, st.options.replicas)
+                touched = st.append_assigned(rids, x, sqn, vers, assign)
+                st.set_primary(rids, assign[:, 0])
+                st.vmap[rids] = vers                          # publish the new copies
+                st.live += int(len(rids) - was_live.sum())
+                over = [p for p in touched if st.store.length(p) > lire.split_limit(st, p)]
                 self._rebalancer.submit(over)
-            self._publish()
+            st.publish()
         self._rebalancer.run_inline_if_idle()
 
     def _bootstrap(self, rids: np.ndarray, x: np.ndarray) -> None:
         """First rows of an empty index: one posting, split by LIRE as it grows."""
+        st = self._state
         cent = x.mean(axis=0, keepdims=True).astype(np.float32)
-        self._routing, new = self._routing.with_changes([], cent)
-        self._vmap = V.grow(self._vmap, int(rids.max()) + 1)
-        was_live = V.is_live(self._vmap, rids)
-        vers = V.next_versions(self._vmap, rids)
+        st.routing, new = st.routing.with_changes([], cent)
+        st.vmap = V.grow(st.vmap, int(rids.max()) + 1)
+        was_live = V.is_live(st.vmap, rids)
+        vers = V.next_versions(st.vmap, rids)
         sqn = np.einsum("ij,ij->i", x, x).astype(np.float32)
         p = int(new[0])
-        self._store.create(p, x, sqn, rids, vers)
-        self._set_primary(rids, np.full(len(rids), p, dtype=np.int64))
-        self._widen_radius(np.full(len(rids), p, dtype=np.int64), x)
-        self._vmap[rids] = vers
-        self._live += int(len(rids) - was_live.sum())
-        if len(rids) > self.options.max_posting:
+        st.note_norms(sqn)
+        st.store.replace(p, x, sqn, rids, vers)
+        st.set_primary(rids, np.full(len(rids), p, dtype=np.int64))
+        st.widen_radius(np.full(len(rids), p, dtype=np.int64), x)
+        st.vmap[rids] = vers
+        st.live += int(len(rids) - was_live.sum())
+        if len(rids) > st.options.max_posting:
             self._rebalancer.submit([p])
 
-    def delete(self, row_ids: np.ndarray) -> None:
+    def delete(self, row_ids: np.ndarray) -> int:
         """Tombstone rows in the version map; their copies are dropped at the next split/merge.
-        Unknown or already deleted ids are ignored."""
+        Unknown or already deleted ids are ignored. Returns how many rows were live."""
         rids = np.unique(np.asarray(row_ids, dtype=np.int64))
-        with self._mutex:
-            rids = rids[(rids >= 0) & (rids < len(self._vmap))]
-            rids = rids[V.is_live(self._vmap, rids)]
+        st = self._state
+        with st.mutex:
+            rids = rids[(rids >= 0) & (rids < len(st.vmap))]
+            rids = rids[V.is_live(st.vmap, rids)]
             if len(rids) == 0:
-                return
-            posts = self._primary[rids]
-            self._vmap[rids] |= V.DELETED
-            self._clear_primary(rids)
-            self._live -= len(rids)
+                return 0
+            posts = st.primary[rids]
+            st.vmap[rids] |= V.DELETED
+            st.clear_primary(rids)
+            st.live -= len(rids)
             posts = np.unique(posts[posts >= 0])
-            thr = self.options.merge_threshold
-            lens = np.array([self._store.length(int(p)) for p in posts], dtype=np.int64)
-            low = (self._plive[posts] <= thr) | (self._plive[posts] < lire.GC_LIVE_FRACTION * lens)
+            thr = st.options.merge_threshold
+            lens = st.store.lengths(posts)
+            low = (st.plive[posts] <= thr) | (st.plive[posts] < lire.GC_LIVE_FRACTION * lens)
             self._rebalancer.submit([int(p) for p in posts[low]])
-            self._publish()
+            st.publish()
         self._rebalancer.run_inline_if_idle()
+        return len(rids)
 
     # ------------------------------------------------------------------ search
     def _probe_params(self, nprobe, eps2, max_partitions) -> tuple[float, int]:
@@ -368,8 +283,8 @@ class PartitionIndex:
             return self._search_one(queries, k, nprobe, eps2, max_partitions)
         q = self._check_queries(queries)
         e, m = self._probe_params(nprobe, eps2, max_partitions)
-        view = self._view
-        routing, arena, vmap = view.routing, view.arena, view.vmap
+        view = self._state.view
+        routing, postings, vmap = view.routing, view.postings, view.vmap
         ip = self._mode == K.MODE_IP
         nq = len(q)
         ids = np.full((nq, k), -1, dtype=np.int64)
@@ -382,7 +297,7 @@ class PartitionIndex:
             tie = np.zeros(len(qs), dtype=bool)
             if allow is None:
                 ids[s:s + len(qs)], dist[s:s + len(qs)], worst = self._scan_pairs(
-                    qs, posts, qidx, k, arena, vmap)
+                    qs, posts, qidx, k, postings, vmap)
                 tie = self._near_tie(qs, dist[s:s + len(qs), -1], worst)
             want = min(k, view.live)
             if allow is not None:
@@ -393,7 +308,7 @@ class PartitionIndex:
                 redo = np.zeros(0, np.int64)
             for i in redo:
                 ids[s + i], dist[s + i] = self._widening(qs[i], k, allow, max(int(counts[i]), 1),
-                                                         routing, arena, vmap)
+                                                         routing, postings, vmap)
         return ids, self._finish_dist(dist)
 
     def _search_one(self, query, k, nprobe, eps2, max_partitions):
@@ -406,38 +321,33 @@ class PartitionIndex:
             e, m = float(self.options.eps2), int(self.options.max_partitions)
         else:
             e, m = self._probe_params(nprobe, eps2, max_partitions)
-        view = self._view
-        cached = getattr(self, "_one_args", None)
-        if cached is None or cached[0] is not view:
-            routing, arena = view.routing, view.arena
-            cached = (view, (*routing.nav_arrays(), arena.vecs, arena.sqn, arena.rids,
-                             arena.vers, view.vmap, arena.packed))
-            self._one_args = cached
-        r, d, probed, worst = K.search_one(
-            q, self._mode, m, e, self._mode == K.MODE_L2 and e != np.inf, *cached[1],
-            k + RERANK_MARGIN, k, 0 if self.metric == "l2" else 1 if self.metric == "cosine" else 2)
+        view = self._state.view
+        nav = self._one_nav
+        if nav[0] is not view:
+            nav = self._one_nav = (view, view.routing.nav_arrays())
+        r, d, probed, worst = view.postings.search_one(
+            q, self._mode, nav[1], view.vmap, m, e, self._mode == K.MODE_L2 and e != np.inf,
+            k + RERANK_MARGIN, k, self._finish_code)
         if probed < 0:
             raise ValueError("queries contain NaN or inf")
         if worst != np.inf and worst - self._scan_err(float(np.dot(q, q))) <= \
                 self._unfinish_one(float(d[0, -1])):      # near tie: see SCAN_ERR_ULPS
-            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
+            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.postings,
+                                  view.vmap)
             return r[None, :], self._finish_dist(d)[None, :]
         if r[0, -1] < 0 and (r >= 0).sum() < min(k, view.live):
-            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.arena, view.vmap)
+            r, d = self._widening(q, k, None, max(probed, 1), view.routing, view.postings,
+                                  view.vmap)
             return r[None, :], self._finish_dist(d)[None, :]
         return r, d
 
-    def _scan_pairs(self, q, posts, qidx, k, arena, vmap):
+    def _scan_pairs(self, q, posts, qidx, k, postings, vmap):
         """Batched scan: pairs grouped by posting so each posting is read once for all the
         queries probing it, then the exact re-rank."""
         o = np.argsort(posts, kind="stable")
         posts, qidx = posts[o], qidx[o]
         qn = np.einsum("ij,ij->i", q, q).astype(np.float32)
-        hd, hr, hp = K.scan_topk_grouped(q, qn, self._mode, arena.vecs, arena.sqn, arena.rids,
-                                        arena.vers, vmap, arena.packed, posts, qidx,
-                                        k + RERANK_MARGIN)
-        worst = np.where(hr[:, -1] >= 0, hd[:, 0].astype(np.float64), np.inf)   # heap full?
-        return (*K.rerank_exact(q, self._mode, arena.vecs, hr, hp, k), worst)
+        return postings.topk(q, qn, self._mode, vmap, posts, qidx, k + RERANK_MARGIN, k)
 
     def _near_tie(self, q: np.ndarray, kth: np.ndarray, worst: np.ndarray) -> np.ndarray:
         """Per query: could float32 rounding have kept a row nearer than the k-th result out
@@ -451,9 +361,9 @@ class PartitionIndex:
 
     def _scan_err(self, qn):
         """Bound on the float32 rounding of a scan score for queries of squared norm qn."""
-        return (self.dim + SCAN_ERR_ULPS) * EPS32 * (qn ** 0.5 + self._store.max_sqn ** 0.5) ** 2
+        return (self.dim + SCAN_ERR_ULPS) * EPS32 * (qn ** 0.5 + self._state.max_sqn ** 0.5) ** 2
 
-    def _widening(self, q, k, allow, first, routing, arena, vmap):
+    def _widening(self, q, k, allow, first, routing, postings, vmap):
         """Exact top-k over the probed partitions, doubling the probe until k (allowed) rows
         are held or every partition is probed."""
         order, _ = routing.order_all(q, self._mode == K.MODE_IP)
@@ -462,8 +372,7 @@ class PartitionIndex:
         done, n, held = 0, min(first, len(order)), 0
         stop_at = None
         while True:
-            r, d = K.scan_all(q, self._mode, arena.vecs, arena.rids, arena.vers, vmap,
-                              arena.packed, order[done:n])
+            r, d = postings.scan_all(q, self._mode, vmap, order[done:n])
             if allow is not None and len(r):
                 mask = np.asarray(allow(r), dtype=bool)
                 if mask.shape != r.shape:
@@ -510,33 +419,50 @@ class PartitionIndex:
 
     # ------------------------------------------------------------------ stats / lifecycle
     def __len__(self) -> int:
-        return self._live
+        """Live rows."""
+        return self._state.live
 
     def posting_live_lengths(self) -> np.ndarray:
         """Valid entries of every live posting (a full pass; for stats and tests)."""
-        view = self._view
-        routing, arena, vmap = view.routing, view.arena, view.vmap
-        return K.valid_counts(arena.rids, arena.vers, vmap, arena.packed,
-                              routing.live_ids.astype(np.int64))
+        view = self._state.view
+        return view.postings.valid_counts(view.vmap, view.routing.live_ids.astype(np.int64))
+
+    # Every key stats() returns (index.contract: "live_rows" and "bytes" are common to all).
+    STATS_KEYS = ("splits", "merges", "compactions", "reassign_evaluated", "vectors_moved",
+                  "arena_compactions", "unsplittable", "rebalancer_cpu_seconds", "postings",
+                  "live_vectors", "live_rows", "entries", "replicas_ratio", "posting_len_p50",
+                  "posting_len_p99", "posting_len_max", "posting_len_min",
+                  "pending_rebalance_jobs", "unsplittable_postings", "arena_rows",
+                  "arena_garbage_rows", "bytes")
 
     def stats(self) -> dict:
-        """Counters and shape of the index (posting lengths count valid entries)."""
+        """Counters (LIRE's: splits, merges, ...) and shape of the index: postings and their
+        valid-entry lengths, live rows (`live_vectors` = `live_rows`), stored entries and the
+        posting store's rows / garbage rows (`arena_rows`, `arena_garbage_rows`), `bytes` held
+        by the store and the routing / per-row arrays."""
+        st = self._state
         lens = self.posting_live_lengths()
+        store = st.store.stats()
         c = dict(self.counters)
         entries = int(lens.sum())
+        live = int(st.live)
         c.update({
             "postings": len(lens),
-            "live_vectors": int(self._live),
+            "live_vectors": live,
+            "live_rows": live,
             "entries": entries,
-            "replicas_ratio": entries / self._live if self._live else 0.0,
+            "replicas_ratio": entries / live if live else 0.0,
             "posting_len_p50": float(np.percentile(lens, 50)) if len(lens) else 0.0,
             "posting_len_p99": float(np.percentile(lens, 99)) if len(lens) else 0.0,
             "posting_len_max": int(lens.max()) if len(lens) else 0,
             "posting_len_min": int(lens.min()) if len(lens) else 0,
             "pending_rebalance_jobs": self._rebalancer.pending(),
-            "unsplittable_postings": len(self._unsplittable),
-            "arena_rows": int(self._store.tail),
-            "arena_garbage_rows": int(self._store.garbage),
+            "unsplittable_postings": len(st.unsplittable),
+            "arena_rows": store["rows"],
+            "arena_garbage_rows": store["garbage_rows"],
+            "bytes": store["bytes"] + sum(a.nbytes for a in (
+                st.routing.centroids, st.routing.cnorms, st.routing.alive, st.vmap, st.primary,
+                st.plive, st.radius)),
         })
         c["rebalancer_cpu_seconds"] = c.pop("rebalance_cpu_s")
         return c
@@ -556,16 +482,17 @@ class PartitionIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, folder, covered: int) -> None:
         """Crash-safe snapshot into `folder`, recording the WAL position `covered`."""
-        from unidb.index.partition import persist
-        persist.save(self, folder, covered)
+        persist.save(self._state, self.dim, self.metric, folder, covered)
 
     @classmethod
     def load(cls, folder) -> tuple[PartitionIndex, int]:
         """(index, covered) from the last complete snapshot in `folder`."""
-        from unidb.index.partition import persist
-        return persist.load(cls, folder)
+        man = persist.read_manifest(folder)
+        idx = cls(int(man["dim"]), man["metric"], PartitionOptions(**man["options"]), folder)
+        persist.restore(idx._state, folder, man)
+        return idx, int(man["covered"])
 
     def close(self) -> None:
-        """Stop the rebalancer and release posting files."""
+        """Stop the rebalancer and release the posting store's files. Idempotent."""
         self._rebalancer.stop()
-        self._store.close()
+        self._state.store.close()

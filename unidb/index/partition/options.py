@@ -5,6 +5,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, fields, replace
 
+from unidb.index.partition.postings import STORES
 from unidb.kernels.partition import LEN_MASK
 
 # Build: ~100-300 vectors per posting is the sweet spot for an in-memory Python index
@@ -39,9 +40,9 @@ MAX_PARTITIONS = 32
 # are checked for reassignment (SPFresh's ReassignK).
 REASSIGN_K = 64
 SEED = 20251122
-# Posting store: "memory" (numpy arena) or "disk" (memory-mapped working files in `folder`).
+# Posting store kind (postings.STORES): "memory" (numpy arena), "disk" (memory-mapped working
+# files in the index folder), or a kind registered with postings.register_store.
 STORAGE = "memory"
-STORAGES = ("memory", "disk")
 
 # Validation bounds (validate()). Posting sizes: a posting's length is a LEN_BITS-bit field of
 # the arena's slice table (kernels/partition.py), so no posting limit can exceed it.
@@ -127,8 +128,8 @@ class PartitionOptions:
                 raise ValueError(f"{name} must be {what} in {bounds}, "
                                  f"got {v!r}")
             setattr(self, name, v)
-        if not isinstance(self.storage, str) or self.storage not in STORAGES:
-            raise ValueError(f"storage must be one of {STORAGES}, "
+        if not isinstance(self.storage, str) or self.storage not in STORES:
+            raise ValueError(f"storage must be one of {sorted(STORES)}, "
                              f"got {self.storage!r}")
         t, m, mt = self.target_posting, self.max_posting, self.merge_threshold
         if m is not None and t is not None and m < t:

@@ -2,19 +2,22 @@
 
 Files in the index folder (all written with unidb.storage.files: temp, fsync, rename, fsync dir):
 
-    partition-index.json          manifest: format, generation, dim, metric, options, covered
-                                  (the WAL position the snapshot covers), counters, file names
+    partition-index.json          manifest: format, generation, dim, metric, options (the
+                                  posting store's kind among them), covered (the WAL position
+                                  the snapshot covers), live rows, counters, file names
     pidx-<gen>-centroids.npy      (P, dim) float32, live partitions only, renumbered 0..P-1
-    pidx-<gen>-lens.npy           (P,) int64 valid entries per posting
-    pidx-<gen>-vecs.npy           (E, dim) float32 posting entries, posting after posting
-    pidx-<gen>-sqn.npy / -rids.npy / -vers.npy   (E,) squared norms, row ids, versions
     pidx-<gen>-vmap.npy           (R,) uint8 version map
     pidx-<gen>-primary.npy        (R,) int64 primary posting per row (-1 none), renumbered
+    pidx-<gen>-...                the posting store's files (`PostingView.save`; by default
+                                  lens (P,) int64 valid entries per posting, then vecs (E, dim)
+                                  float32, sqn / rids / vers (E,) of those entries, posting
+                                  after posting)
 
-Save writes a new generation, then atomically replaces the manifest: a crash at any point
-leaves the previous manifest and all files it names intact. Files the manifest does not name
-(older generations, half-written temps, disk-store working files) are garbage, deleted by
-save after the switch and by load before reading.
+Save reads the index's published view (immutable: writers are not held up by the writes),
+writes a new generation, then atomically replaces the manifest: a crash at any point leaves
+the previous manifest and all files it names intact. Files the manifest does not name (older
+generations, half-written temps, posting stores' working files no open store uses) are
+garbage, deleted by save after the switch and by load before reading.
 """
 from __future__ import annotations
 
@@ -24,42 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from unidb.errors import CorruptionError
-from unidb.index.partition.options import PartitionOptions
 from unidb.index.partition.routing import Routing
-from unidb.kernels import partition as K
+from unidb.index.partition.state import PartitionState
+from unidb.index.partition.store import WORK_PREFIX
 from unidb.storage import files
 
 MANIFEST = "partition-index.json"
 PREFIX = "pidx-"
 FORMAT = 1
-_ARRAYS = ("centroids", "lens", "vecs", "sqn", "rids", "vers", "vmap", "primary")
-_GARBAGE_PREFIXES = (PREFIX, "postings-work-")
+_GARBAGE_PREFIXES = (PREFIX, WORK_PREFIX)
 _GENERATION = re.compile(rf"^{PREFIX}(\d+)-")
-
-
-def _snapshot(idx) -> dict[str, np.ndarray]:
-    """Compact copy of the index state (valid entries only), taken under the writer mutex."""
-    with idx._mutex:
-        routing, arena, vmap = idx._routing, idx._store.arena, idx._vmap
-        live = routing.live_ids
-        remap = np.full(routing.n_slots + 1, -1, dtype=np.int64)
-        remap[live] = np.arange(len(live))
-        pos, lens = [], np.zeros(len(live), dtype=np.int64)
-        for j, p in enumerate(live):
-            vp = K.valid_positions(arena.rids, arena.vers, vmap, arena.packed,
-                                   np.array([p], np.int64))
-            lens[j] = len(vp)
-            pos.append(vp)
-        pos = np.concatenate(pos) if pos else np.zeros(0, np.int64)
-        prim = idx._primary[:len(vmap)] if len(idx._primary) >= len(vmap) else \
-            np.concatenate([idx._primary, np.full(len(vmap) - len(idx._primary), -1, np.int64)])
-        prim = np.where(prim >= 0, remap[prim], -1)
-        return {
-            "centroids": routing.centroids[live].copy(), "lens": lens,
-            "vecs": arena.vecs[pos], "sqn": arena.sqn[pos], "rids": arena.rids[pos],
-            "vers": arena.vers[pos], "vmap": vmap.copy(), "primary": prim,
-            "_live": idx._live, "_counters": dict(idx.counters),
-        }
+# Postings per pass when radii are recomputed at load (bounds the temporary copies).
+RADIUS_CHUNK = 256
 
 
 def _collect_garbage(folder: Path, keep: set[str]) -> None:
@@ -73,31 +52,44 @@ def _collect_garbage(folder: Path, keep: set[str]) -> None:
         files.fsync_dir(folder)
 
 
-def save(idx, folder, covered: int) -> None:
+def save(st: PartitionState, dim: int, metric: str, folder, covered: int) -> None:
     folder = files.ensure_dir(folder)
-    snap = _snapshot(idx)
-    man_path = folder / MANIFEST
+    with st.mutex:       # writers publish before releasing the mutex: the view is current
+        view = st.view
+        primary = st.primary[:len(view.vmap)] if len(st.primary) >= len(view.vmap) else \
+            np.concatenate([st.primary, np.full(len(view.vmap) - len(st.primary), -1, np.int64)])
+        counters = dict(st.counters)
+        options = st.options.to_dict()
+        working = {p.name for p in st.store.working_files() if p.parent == folder}
+    routing = view.routing
+    live = routing.live_ids.astype(np.int64)
+    remap = np.full(routing.n_slots + 1, -1, dtype=np.int64)
+    remap[live] = np.arange(len(live))
+    primary = np.where(primary >= 0, remap[primary], -1)
     # The next generation is read from the file names, not the manifest: a damaged manifest
     # must not stop the save that replaces it.
     gen = 1 + max((int(m.group(1)) for f in folder.iterdir()
                    if (m := _GENERATION.match(f.name))), default=0)
     names = {}
-    for key in _ARRAYS:
-        name = f"{PREFIX}{gen}-{key}.npy"
-        files.write_npy(folder / name, snap[key])
-        names[key] = name
-    files.atomic_write_json(man_path, {
-        "format": FORMAT, "generation": gen, "dim": idx.dim, "metric": idx.metric,
-        "options": idx.options.to_dict(), "covered": int(covered), "live": int(snap["_live"]),
-        "counters": snap["_counters"], "files": names,
+    for key, arr in (("centroids", routing.centroids[live]), ("vmap", view.vmap),
+                     ("primary", primary)):
+        names[key] = f"{PREFIX}{gen}-{key}.npy"
+        files.write_npy(folder / names[key], arr)
+    stored = view.postings.save(folder, f"{PREFIX}{gen}-", view.vmap, live)
+    clash = set(stored) & set(names)
+    if clash:
+        raise ValueError(f"posting store file keys {sorted(clash)} clash with the index's")
+    names.update(stored)
+    files.atomic_write_json(folder / MANIFEST, {
+        "format": FORMAT, "generation": gen, "dim": dim, "metric": metric,
+        "options": options, "covered": int(covered), "live": int(view.live),
+        "counters": counters, "files": names,
     })
-    keep = set(names.values())
-    if idx._store.__class__.__name__ == "DiskPostingStore" and idx._store.folder == folder:
-        keep |= {p.name for ps in idx._store._files.values() for p in ps}
-    _collect_garbage(folder, keep)
+    _collect_garbage(folder, set(names.values()) | working)
 
 
-def load(cls, folder):
+def read_manifest(folder) -> dict:
+    """The manifest of the snapshot in `folder`, after deleting the files it does not name."""
     folder = Path(folder)
     man_path = folder / MANIFEST
     if not man_path.exists():
@@ -107,22 +99,29 @@ def load(cls, folder):
         raise CorruptionError(f"{man_path}: unsupported format {man.get('format')!r} "
                               f"(expected {FORMAT})")
     _collect_garbage(folder, set(man["files"].values()))
-    arr = {k: files.read_npy(folder / man["files"][k], mmap=True) for k in _ARRAYS}
-    opts = PartitionOptions(**man["options"])
-    idx = cls(int(man["dim"]), man["metric"], opts, folder if opts.storage == "disk" else None)
-    cents = np.ascontiguousarray(arr["centroids"], dtype=np.float32)
+    return man
+
+
+def restore(st: PartitionState, folder, man: dict) -> None:
+    """Fill a new index's state from the snapshot `man` (read_manifest) names, and publish."""
+    folder = Path(folder)
+    names = man["files"]
+    cents = np.ascontiguousarray(files.read_npy(folder / names["centroids"], mmap=True),
+                                 dtype=np.float32)
     cn = np.einsum("ij,ij->i", cents, cents).astype(np.float32)
-    idx._routing = Routing.create(cents, cn, np.ones(len(cents), bool))
-    lens = np.asarray(arr["lens"], dtype=np.int64)
-    idx._store.bulk_load(lens, arr["vecs"], arr["sqn"], arr["rids"], arr["vers"])
-    idx._vmap = np.array(arr["vmap"], dtype=np.uint8)
-    idx._primary = np.array(arr["primary"], dtype=np.int64)
-    idx._plive = np.zeros(max(len(cents), 1), dtype=np.int64)
-    live_prim = idx._primary[idx._primary >= 0]
-    idx._plive[:len(cents)] = np.bincount(live_prim, minlength=len(cents))[:len(cents)]
+    st.routing = Routing.create(cents, cn, np.ones(len(cents), bool))
+    st.vmap = np.array(files.read_npy(folder / names["vmap"]), dtype=np.uint8)
+    st.store.load(folder, names)
+    st.primary = np.array(files.read_npy(folder / names["primary"]), dtype=np.int64)
+    st.plive = np.zeros(max(len(cents), 1), dtype=np.int64)
+    live_prim = st.primary[st.primary >= 0]
+    st.plive[:len(cents)] = np.bincount(live_prim, minlength=len(cents))[:len(cents)]
     # radii are an upper bound kept in memory only: recompute them tight from the entries
-    idx._widen_radius(np.repeat(np.arange(len(cents)), lens), np.asarray(arr["vecs"]))
-    idx._live = int(man["live"])
-    idx.counters.update(man.get("counters", {}))
-    idx._publish()
-    return idx, int(man["covered"])
+    for s in range(0, len(cents), RADIUS_CHUNK):
+        posts = np.arange(s, min(s + RADIUS_CHUNK, len(cents)), dtype=np.int64)
+        vecs, sqn, _, _, lens = st.store.valid_entries(st.vmap, posts)
+        st.note_norms(sqn)
+        st.widen_radius(np.repeat(posts, lens), vecs)
+    st.live = int(man["live"])
+    st.counters.update(man.get("counters", {}))
+    st.publish()

@@ -1,28 +1,31 @@
-"""How a posting is stored (faiss's InvertedLists role), separate from routing and from LIRE.
+"""The built-in posting stores (contract: store.py) and the registry of store kinds.
 
-A posting store keeps every posting as a contiguous slice of one arena: vectors (float32),
-squared norms, row ids, versions. `packed[p] = offset << LEN_BITS | length` publishes the live
-prefix of posting p in one word.
+`ArenaStore` keeps every posting as a contiguous slice of one `Arena` (vectors float32,
+squared norms, row ids, versions); `packed[p] = offset << LEN_BITS | length` publishes the
+live prefix of posting p in one word.
 
 Concurrency (ALGORITHMS.md §3, Python specifics): one writer at a time (the index's mutex);
 readers take no lock. Entries are immutable once written. An append writes the entries past
 the published length, then publishes the new length; a posting that outgrows its slice is
 copied to the arena tail before its new offset is published; an arena that is full is copied
 into a bigger one published as a new `Arena` object. A reader holding an old `Arena` keeps a
-consistent view: nothing it can reach is ever overwritten.
+consistent view: nothing it can reach is ever overwritten. `snapshot()` copies the slice table
+(writers update it in place).
 
-`MemoryPostingStore` allocates arenas with numpy; `DiskPostingStore` with memory-mapped files
-in the index folder (working files, not snapshots: persistence writes its own files).
+`MemoryPostingStore` ("memory") allocates arenas with numpy; `DiskPostingStore` ("disk") with
+memory-mapped files in the index folder (working files, not snapshots: persistence writes its
+own files).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unidb.kernels.partition import LEN_BITS, LEN_MASK
+from unidb.index.partition.store import WORK_PREFIX, Arena, PostingStore
+from unidb.kernels.partition import LEN_BITS, LEN_MASK, copy_valid
 
 MIN_SLICE = 16          # smallest slice given to a posting: avoids a relocation per tiny append
 SLICE_GROWTH = 1.5      # a relocated posting gets 1.5x the space it needs: amortised O(1) appends
@@ -31,43 +34,32 @@ ARENA_SLACK = 1.25      # a rebuilt arena (build, load) keeps 25% free rows for 
 # ...and a compacted one (only ever under churn) twice its rows: with 1.25 the next few splits
 # filled it and it was copied into a 2x arena right after the compaction (bench/drift.py)
 COMPACT_SLACK = 2.0
+# The whole arena is rewritten when more than this fraction of its rows is garbage...
+ARENA_GARBAGE_FRACTION = 0.5
+ARENA_MIN_ROWS = 1 << 16
+# ...or more than this fraction once the arena is this full: compacting writes only the valid
+# rows into fresh memory, where growing would copy every row, garbage included (first touch
+# of fresh pages ran at 0.4-0.8 GB/s on the benchmark VM: one growth cost 0.2-0.35 s)
+ARENA_FULL_FRACTION = 0.85
+ARENA_GARBAGE_FULL = 0.25
 
 
-@dataclass
-class Arena:
-    vecs: np.ndarray     # (cap, dim) float32
-    sqn: np.ndarray      # (cap,) float32
-    rids: np.ndarray     # (cap,) int64
-    vers: np.ndarray     # (cap,) uint8
-    packed: np.ndarray   # (posting slots,) int64: offset << LEN_BITS | length
-    caps: np.ndarray     # (posting slots,) int64: slice capacity (writer-side only)
+class ArenaStore(PostingStore):
+    """Postings in one arena; subclasses say where its arrays live (`_alloc`)."""
 
-    def posting_range(self, p: int) -> tuple[int, int]:
-        w = int(self.packed[p])
-        return w >> LEN_BITS, w & LEN_MASK
-
-
-class PostingStore:
-    """Posting storage interface used by the index and LIRE."""
-
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, folder=None):
         self.dim = dim
         self.tail = 0            # first unused arena row
         self.garbage = 0         # arena rows no longer reachable from a live posting slice
-        # largest squared norm ever stored (never lowered): bounds the float32 rounding of
-        # scan scores, so searches know when a near tie needs an exact pass (index.py)
-        self.max_sqn = 0.0
         self.arena = self._new_arena(1024, 64)
 
-    def _note(self, sqn: np.ndarray, length: int) -> None:
-        """Bookkeeping of entries about to be written to a posting of `length` entries."""
+    @staticmethod
+    def _check_length(length: int) -> None:
         if length > LEN_MASK:
             # a posting of copies of one vector is never split (lire.py), so this is how
             # many copies of one vector the index can hold
             raise ValueError(f"a posting would hold {length} entries, over the "
                              f"{LEN_MASK}-entry limit of the slice table")
-        if len(sqn):
-            self.max_sqn = max(self.max_sqn, float(np.max(sqn)))
 
     # -- allocation hooks (memory vs disk) ------------------------------------------------
     def _alloc(self, name: str, shape, dtype) -> np.ndarray:
@@ -80,24 +72,35 @@ class PostingStore:
                      self._alloc("vers", (rows,), np.uint8),
                      np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64))
 
-    # -- readers --------------------------------------------------------------------------
-    @property
-    def n_slots(self) -> int:
-        return len(self.arena.packed)
+    def _release(self, a: Arena) -> None:
+        """An arena replaced by a bigger one (readers may still hold it)."""
 
-    @property
-    def capacity(self) -> int:
-        """Arena rows allocated (tail <= capacity)."""
-        return len(self.arena.rids)
+    # -- the writer's current state, read through its arena (every derived read of
+    # PostingView runs on `gather`, which here is the whole arena: no copy) ----------------
+    def lengths(self, posts):
+        return self.arena.lengths(posts)
 
-    def length(self, p: int) -> int:
-        return int(self.arena.packed[p]) & LEN_MASK
+    def length(self, p):
+        return self.arena.length(p)
 
-    def read(self, p: int):
-        """(vecs, sqn, rids, vers) views of posting p's published prefix."""
+    def read(self, p):
+        return self.arena.read(p)
+
+    def gather(self, posts):
+        return self.arena
+
+    def search_one(self, q, mode, nav, vmap, m, eps2, prune, kk, k, finish):
+        return self.arena.search_one(q, mode, nav, vmap, m, eps2, prune, kk, k, finish)
+
+    def snapshot(self) -> Arena:
         a = self.arena
-        off, ln = a.posting_range(p)
-        return a.vecs[off:off + ln], a.sqn[off:off + ln], a.rids[off:off + ln], a.vers[off:off + ln]
+        return dataclasses.replace(a, packed=a.packed.copy())
+
+    def stats(self) -> dict:
+        a = self.arena
+        return {"rows": int(self.tail), "garbage_rows": int(self.garbage),
+                "bytes": int(a.vecs.nbytes + a.sqn.nbytes + a.rids.nbytes + a.vers.nbytes
+                             + a.packed.nbytes + a.caps.nbytes)}
 
     # -- writer (caller holds the index mutex) -----------------------------------------------
     def _ensure(self, rows_needed: int, slots_needed: int) -> None:
@@ -131,14 +134,10 @@ class PostingStore:
         self.arena = b            # publish
         self._release(a)
 
-    def _release(self, a: Arena) -> None:
-        """An arena replaced by a bigger one (readers may still hold it)."""
+    def reserve(self, n_postings: int) -> None:
+        self._ensure(0, n_postings)
 
-    def reserve_slots(self, n_slots: int) -> None:
-        self._ensure(0, n_slots)
-
-    def append(self, p: int, vecs: np.ndarray, sqn: np.ndarray, rids: np.ndarray,
-               vers: np.ndarray) -> None:
+    def append(self, p, vecs, sqn, rids, vers) -> None:
         """Append entries to posting p (creating it if new), then publish the new length."""
         n = len(rids)
         if n == 0:
@@ -146,7 +145,7 @@ class PostingStore:
         self._ensure(0, p + 1)
         a = self.arena
         off, ln = a.posting_range(p)
-        self._note(sqn, ln + n)
+        self._check_length(ln + n)
         cap = int(a.caps[p])
         if ln + n > cap:
             newcap = max(MIN_SLICE, int((ln + n) * SLICE_GROWTH))
@@ -170,11 +169,12 @@ class PostingStore:
         a.vers[s:s + n] = vers
         a.packed[p] = (off << LEN_BITS) | (ln + n)      # publish
 
-    def create(self, p: int, vecs, sqn, rids, vers, slack: float = SLICE_GROWTH) -> None:
-        """Write a new posting p with room to grow."""
+    def replace(self, p, vecs, sqn, rids, vers) -> None:
+        """Write posting p afresh at the arena tail with room to grow; its old slice (if
+        any) becomes garbage."""
         n = len(rids)
-        self._note(sqn, n)
-        cap = max(MIN_SLICE, int(n * slack))
+        self._check_length(n)
+        cap = max(MIN_SLICE, int(n * SLICE_GROWTH))
         self._ensure(cap, p + 1)
         a = self.arena
         self.garbage += int(a.caps[p])          # rewriting p: its old slice becomes garbage
@@ -187,16 +187,16 @@ class PostingStore:
         a.caps[p] = cap
         a.packed[p] = (off << LEN_BITS) | n
 
-    def retire(self, p: int) -> None:
-        """Posting p is no longer routed to; its slice becomes garbage (readers may still read it)."""
+    def retire(self, p) -> None:
+        """Posting p's slice becomes garbage (readers may still read it)."""
         self.garbage += int(self.arena.caps[p])
         self.arena.caps[p] = 0
 
-    def bulk_load(self, lens: np.ndarray, vecs, sqn, rids, vers, slack: float = SLICE_GROWTH) -> None:
-        """Replace everything with postings 0..len(lens)-1 laid out back to back (build/load)."""
+    def bulk_load(self, lens, vecs, sqn, rids, vers) -> None:
+        """Postings 0..len(lens)-1 laid out back to back, each with room to grow."""
         P = len(lens)
-        self._note(np.asarray(sqn), int(lens.max()) if P else 0)
-        caps = np.maximum(MIN_SLICE, (lens * slack).astype(np.int64))
+        self._check_length(int(lens.max()) if P else 0)
+        caps = np.maximum(MIN_SLICE, (lens * SLICE_GROWTH).astype(np.int64))
         offs = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
         total = int(caps.sum())
         old = self.arena
@@ -215,14 +215,19 @@ class PostingStore:
         self.arena = b
         self._release(old)
 
-    def compact(self, posts: np.ndarray, lens: np.ndarray, vmap: np.ndarray,
-                slack: float = SLICE_GROWTH) -> None:
-        """Rewrite the arena keeping only the valid entries (`lens[t]` of them) of postings
-        `posts`, each given room to grow; other slots become empty. Readers holding the old
-        arena keep it."""
-        from unidb.kernels.partition import copy_valid
+    def collect_garbage(self, live, vmap) -> bool:
+        """Rewrite the arena without garbage (retired slices, dead and stale copies) once
+        garbage is over ARENA_GARBAGE_FRACTION of the rows (ARENA_GARBAGE_FULL when the arena
+        is nearly full). Readers holding the old arena keep it."""
+        if self.tail < ARENA_MIN_ROWS:
+            return False
+        nearly_full = self.tail > ARENA_FULL_FRACTION * len(self.arena.rids)
+        if self.garbage < (ARENA_GARBAGE_FULL if nearly_full else ARENA_GARBAGE_FRACTION) * self.tail:
+            return False
         old = self.arena
-        caps = np.maximum(MIN_SLICE, (lens * slack).astype(np.int64))
+        posts = np.asarray(live, dtype=np.int64)
+        lens = old.valid_counts(vmap, posts)
+        caps = np.maximum(MIN_SLICE, (lens * SLICE_GROWTH).astype(np.int64))
         offs = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
         total = int(caps.sum())
         b = self._new_arena(int(total * COMPACT_SLACK) + 1024, len(old.packed))
@@ -234,19 +239,19 @@ class PostingStore:
         self.garbage = 0
         self.arena = b
         self._release(old)
-
-    def close(self) -> None:
-        """Release resources (files of a disk store)."""
+        return True
 
 
-class MemoryPostingStore(PostingStore):
-    """Arena in process memory."""
+class MemoryPostingStore(ArenaStore):
+    """Arena in process memory (nothing to close)."""
+
+    kind = "memory"
 
     def _alloc(self, name, shape, dtype):
         return np.zeros(shape, dtype=dtype)
 
 
-class DiskPostingStore(PostingStore):
+class DiskPostingStore(ArenaStore):
     """Arena in memory-mapped working files `postings-work-<n>-<name>.bin` in `folder`.
 
     The OS pages vectors in and out, so the index can exceed RAM. Working files are scratch:
@@ -254,17 +259,19 @@ class DiskPostingStore(PostingStore):
     manifest, so a crash leaves only garbage that the next load deletes.
     """
 
-    WORK_PREFIX = "postings-work-"
+    kind = "disk"
 
-    def __init__(self, dim: int, folder: str | os.PathLike):
+    def __init__(self, dim: int, folder: str | os.PathLike | None):
+        if folder is None:
+            raise ValueError("storage='disk' needs a folder for its memory-mapped posting files")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._gen = 0
         self._files: dict[int, list[Path]] = {}
-        super().__init__(dim)
+        super().__init__(dim, folder)
 
     def _alloc(self, name, shape, dtype):
-        path = self.folder / f"{self.WORK_PREFIX}{os.getpid()}-{id(self)}-{self._gen}-{name}.bin"
+        path = self.folder / f"{WORK_PREFIX}{os.getpid()}-{id(self)}-{self._gen}-{name}.bin"
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         with open(path, "wb") as f:
             f.truncate(max(nbytes, 1))
@@ -280,17 +287,38 @@ class DiskPostingStore(PostingStore):
                 for p in self._files.pop(g):
                     p.unlink(missing_ok=True)
 
+    def working_files(self) -> set[Path]:
+        return {p for ps in self._files.values() for p in ps}
+
     def close(self) -> None:
+        """Delete the working files (readers' mappings stay valid until dropped)."""
         for g in list(self._files):
             for p in self._files.pop(g):
                 p.unlink(missing_ok=True)
 
 
-def make_store(storage: str, dim: int, folder) -> PostingStore:
-    if storage == "memory":
-        return MemoryPostingStore(dim)
-    if storage == "disk":
-        if folder is None:
-            raise ValueError("storage='disk' needs a folder for its memory-mapped posting files")
-        return DiskPostingStore(dim, folder)
-    raise ValueError(f"storage must be 'memory' or 'disk', got {storage!r}")
+# -- store kinds ---------------------------------------------------------------------------
+STORES: dict[str, type[PostingStore]] = {}
+
+
+def register_store(cls: type[PostingStore]) -> type[PostingStore]:
+    """Make `cls` available as PartitionOptions(storage=cls.kind); returns cls."""
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"{cls.__name__} needs a non-empty string `kind` to be registered")
+    if STORES.get(kind, cls) is not cls:
+        raise ValueError(f"posting store kind {kind!r} is already taken by "
+                         f"{STORES[kind].__name__}")
+    STORES[kind] = cls
+    return cls
+
+
+def make_store(kind: str, dim: int, folder) -> PostingStore:
+    """A new, empty store of the registered `kind`."""
+    if kind not in STORES:
+        raise ValueError(f"storage must be one of {sorted(STORES)}, got {kind!r}")
+    return STORES[kind](dim, folder)
+
+
+register_store(MemoryPostingStore)
+register_store(DiskPostingStore)

@@ -2,8 +2,8 @@
 
 Yields the live rows of `batch_partitions` postings at a time, postings in increasing centroid
 distance, each batch sorted by distance, every row at most once (replicas deduplicated,
-deleted and stale copies skipped). It reads the index's published view (routing, arena, version
-map) taken when the scan starts, so a concurrent split or merge cannot make it skip or repeat a row.
+deleted and stale copies skipped). It reads the index's published view (routing, posting view,
+version map) taken when the scan starts, so a concurrent split or merge cannot make it skip or repeat a row.
 
 Relaxed-monotonicity defaults (ALGORITHMS.md §1): E = DEFAULT_E (the k of a typical top-k; an
 operator that knows its K passes its own), w = the vectors of the partitions probed so far
@@ -29,9 +29,9 @@ class PartitionScan:
         self._index = index
         self._q = q
         self._batch = int(batch_partitions)
-        view = index._view                # one consistent snapshot for the whole scan
+        view = index.view()               # one consistent snapshot for the whole scan
         self._routing = view.routing
-        self._arena = view.arena
+        self._postings = view.postings
         self._vmap = view.vmap
         order, d = self._routing.order_all(q, index._mode == K.MODE_IP)
         if eps2 is not None and len(order) and index._mode != K.MODE_IP:
@@ -50,17 +50,15 @@ class PartitionScan:
 
     def cost(self) -> int:
         """Upper bound: stored entries of the postings not yet scanned."""
-        packed = self._arena.packed
         rest = self._order[self._next:]
-        return int((packed[rest] & K.LEN_MASK).sum()) if len(rest) else 0
+        return int(self._postings.lengths(rest).sum()) if len(rest) else 0
 
     def next_batch(self) -> ScanBatch | None:
         while self._next < len(self._order):
             posts = self._order[self._next:self._next + self._batch]
             self._next += len(posts)
-            a = self._arena
-            r, d = K.scan_all(self._q, self._index._mode, a.vecs, a.rids, a.vers, self._vmap,
-                              a.packed, posts.astype(np.int64))
+            r, d = self._postings.scan_all(self._q, self._index._mode, self._vmap,
+                                           posts.astype(np.int64))
             self._probed_vectors += len(r)
             if len(r) == 0:
                 continue

@@ -2,11 +2,17 @@
 
 A range scan is the strictly monotone access path of ALGORITHMS.md §1 (E = w = 1): it yields
 row ids in key order with the key as the "distance". Nulls are not indexed (a comparison with
-null is never true). Persistence goes through unidb.storage.files (atomic .npz replace).
+null is never true). Honours the index contract (index/contract.py: ScalarIndex).
+
+Snapshot files in the index folder (unidb.storage.files: atomic replace each): `sorted.npz`
+(keys and row ids), then `sorted.json` ({"covered": watermark}). The two are replaced one
+after the other, so a reader that loads while a save runs may pair a new array with an old
+watermark: read-only processes rebuild this index from the rows instead (one sort).
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -14,10 +20,15 @@ from unidb.index.iterator import ScanBatch
 from unidb.storage import files
 
 SCAN_BATCH = 4096            # row ids per yielded batch of a range scan
+DATA = "sorted.npz"
+META = "sorted.json"
 
 
 class SortedIndex:
     """Keys sorted ascending with their row ids (ties by row id)."""
+
+    # stats(): indexed rows ("rows" = "live_rows": deletes remove entries), bytes of the arrays
+    STATS_KEYS = ("rows", "live_rows", "bytes")
 
     def __init__(self) -> None:
         self.keys = np.empty(0, dtype=np.float64)
@@ -31,7 +42,15 @@ class SortedIndex:
         return idx
 
     def __len__(self) -> int:
+        """Indexed rows (nulls are not indexed; deletes remove their entries)."""
         return len(self.keys)
+
+    def stats(self) -> dict:
+        n = len(self.keys)
+        return {"rows": n, "live_rows": n, "bytes": int(self.keys.nbytes + self.row_ids.nbytes)}
+
+    def close(self) -> None:
+        """Nothing to release: the index is two in-memory arrays (a no-op, idempotent)."""
 
     @staticmethod
     def _clean(row_ids, values) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +86,13 @@ class SortedIndex:
         order = np.lexsort((rids, keys))
         self.keys, self.row_ids = keys[order], rids[order]
 
-    def delete(self, row_ids) -> None:
-        """Remove every entry of the given row ids."""
+    def delete(self, row_ids) -> int:
+        """Remove every entry of the given row ids; returns how many were indexed."""
         keep = ~np.isin(self.row_ids, np.asarray(row_ids, dtype=np.int64))
-        self.keys, self.row_ids = self.keys[keep], self.row_ids[keep]
+        removed = len(keep) - int(keep.sum())
+        if removed:
+            self.keys, self.row_ids = self.keys[keep], self.row_ids[keep]
+        return removed
 
     def _bounds(self, lo, hi, lo_incl: bool, hi_incl: bool) -> tuple[int, int]:
         a = 0 if lo is None else int(np.searchsorted(self.keys, lo, "left" if lo_incl else "right"))
@@ -94,15 +116,21 @@ class SortedIndex:
         a, b = self._bounds(lo, hi, lo_incl, hi_incl)
         return RangeScan(self.keys[a:b], self.row_ids[a:b], batch_size)
 
-    def save(self, path: str | os.PathLike) -> None:
-        files.write_arrays(path, {"keys": self.keys, "row_ids": self.row_ids})
+    def save(self, folder: str | os.PathLike, covered: int) -> None:
+        """Snapshot into `folder` (module docstring), tagged with the watermark `covered`."""
+        folder = files.ensure_dir(folder)
+        files.write_arrays(folder / DATA, {"keys": self.keys, "row_ids": self.row_ids})
+        files.atomic_write_json(folder / META, {"covered": int(covered)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SortedIndex":
-        arrs = files.read_arrays(path)
+    def load(cls, folder: str | os.PathLike) -> tuple["SortedIndex", int]:
+        """(index, covered) from the snapshot in `folder`."""
+        folder = Path(folder)
+        meta = files.read_json(folder / META)
+        arrs = files.read_arrays(folder / DATA)
         idx = cls()
         idx.keys, idx.row_ids = arrs["keys"].astype(np.float64), arrs["row_ids"].astype(np.int64)
-        return idx
+        return idx, int(meta["covered"])
 
 
 class RangeScan:

@@ -371,13 +371,20 @@ class InvertedIndex:
 
     # ------------------------------------------------------------------ introspection
     def __len__(self) -> int:
+        """Live (indexed, not deleted) documents."""
         return self._n_live
+
+    # stats(): docs stored (deleted ones until a merge), live docs (= live_rows), distinct
+    # terms, postings, segments (the frozen buffer counts as one), buffered docs, bytes held
+    STATS_KEYS = ("docs", "live_docs", "live_rows", "terms", "postings", "segments",
+                  "buffered_docs", "bytes")
 
     def stats(self) -> dict:
         segs = self._view()
         return {
             "docs": sum(s.n_docs for s in segs),
             "live_docs": self._n_live,
+            "live_rows": self._n_live,
             "terms": int((self._df > 0).sum()) if self._TRACK_DF else
             len(np.unique(np.concatenate([s.terms for s in segs] + [np.zeros(0, np.int32)]))),
             "postings": sum(len(s.post_doc) for s in segs),
@@ -385,6 +392,10 @@ class InvertedIndex:
             "buffered_docs": len(self._buf),
             "bytes": sum(s.nbytes() for s in segs) + self._df.nbytes,
         }
+
+    def close(self) -> None:
+        """Nothing to release: segments are in-memory arrays (read whole from their files),
+        freed with the index; no thread runs. A no-op, idempotent."""
 
     # ------------------------------------------------------------------ persistence
     def _extra_files(self, folder: Path, gen: int) -> dict:

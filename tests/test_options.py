@@ -148,3 +148,27 @@ def test_planner_options_choose_the_plan(tmp_path, planner, plan):
     exact = [r["id"] for r in t.search(q).where("u < 50").limit(10).params(exact=True).to_list()]
     assert got == exact
     db.close()
+
+
+def test_text_index_options_reach_the_table_index(tmp_path):
+    words = ["red", "green", "blue", "lamp", "chair", "kettle"]
+    rng = np.random.default_rng(1)
+    docs = [" ".join(rng.choice(words, 5)) for _ in range(300)]
+
+    def run(options):
+        db = unidb.connect(tmp_path / str(len(list(tmp_path.iterdir()))), options=options)
+        t = db.create_table("t", {"id": unidb.Int64(primary_key=True), "body": unidb.Text()})
+        for i in range(0, 300, 10):                       # many small writes
+            t.add({"id": list(range(i, i + 10)), "body": docs[i:i + 10]})
+        hits = [[(r["id"], r["_score"]) for r in t.search(text=w).limit(20).to_list()]
+                for w in words]
+        segments = t.index_stats("body")["segments"]
+        db.close()
+        return hits, segments
+
+    base, base_segments = run(None)
+    small, small_segments = run({"indexes": {"text_buffer_docs": 20, "text_max_segments": 50}})
+    assert base_segments <= 1 < small_segments            # sealed every 20 docs, never merged
+    assert small == base
+    for topk in ("maxscore", "exhaustive"):               # forced algorithms: same answers
+        assert run({"indexes": {"text_topk": topk}})[0] == base

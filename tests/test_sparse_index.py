@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import unidb.index.sparse.inverted as inv
 from unidb.errors import ValidationError
 from unidb.index.sparse import SparseIndex
 
@@ -39,43 +38,38 @@ def brute(vectors: dict, qi, qv, allow=None):
 @given(seed=st.integers(0, 2**31), negative=st.booleans(), k=st.integers(1, 30),
        maxscore=st.booleans())
 def test_topk_equals_brute_force(seed, negative, k, maxscore):
-    old = inv.use_maxscore, inv.BUFFER_DOCS
-    inv.use_maxscore = lambda n_docs, n_postings: maxscore
-    inv.BUFFER_DOCS = 32
-    try:
-        rng = np.random.default_rng(seed)
-        idx = SparseIndex()
-        vectors = {}
-        for lo in (0, 100, 120):
-            vs = random_vectors(rng, 100 if lo == 0 else 20, negative)
-            rows = np.arange(lo, lo + len(vs))
-            idx.add(rows, vs)
-            vectors.update({r: v for r, v in zip(rows.tolist(), vs) if len(v[0])})
-        gone = rng.choice(140, 15, replace=False)
-        idx.delete(gone)
-        for g in gone.tolist():
-            vectors.pop(g, None)
-        for _ in range(5):
-            qi = np.sort(rng.choice(DIM, int(rng.integers(1, 10)), replace=False)).astype(np.int32)
-            qv = (rng.random(len(qi)) - (0.4 if negative else 0)).astype(np.float32)
-            br, bs = brute(vectors, qi, qv)
-            rows, scores = idx.search(qi, qv, k)
-            er, es = idx.search(qi, qv, k, exhaustive=True)
-            assert rows.tolist() == er.tolist() and scores.tolist() == es.tolist()
-            np.testing.assert_allclose(scores, bs[:k], rtol=1e-6, atol=1e-6)
-            # ranks agree except where brute-force scores tie within rounding
-            assert len(rows) == min(k, len(br))
-            ar, a_s = idx.score_all(qi, qv)
-            np.testing.assert_allclose(a_s, bs, rtol=1e-6, atol=1e-6)
-            assert set(ar.tolist()) == set(br)
-            if len(br):
-                assert idx.upper_bound(qi, qv) >= max(bs) - 1e-6
-            allow = lambda r: r % 3 != 0
-            fr, fs = idx.search(qi, qv, k, allow=allow)
-            np.testing.assert_allclose(fs, brute(vectors, qi, qv, allow)[1][:k], rtol=1e-6,
-                                       atol=1e-6)
-    finally:
-        inv.use_maxscore, inv.BUFFER_DOCS = old
+    rng = np.random.default_rng(seed)
+    idx = SparseIndex()
+    idx.tune(topk="maxscore" if maxscore else "exhaustive", buffer_docs=32)
+    vectors = {}
+    for lo in (0, 100, 120):
+        vs = random_vectors(rng, 100 if lo == 0 else 20, negative)
+        rows = np.arange(lo, lo + len(vs))
+        idx.add(rows, vs)
+        vectors.update({r: v for r, v in zip(rows.tolist(), vs) if len(v[0])})
+    gone = rng.choice(140, 15, replace=False)
+    idx.delete(gone)
+    for g in gone.tolist():
+        vectors.pop(g, None)
+    for _ in range(5):
+        qi = np.sort(rng.choice(DIM, int(rng.integers(1, 10)), replace=False)).astype(np.int32)
+        qv = (rng.random(len(qi)) - (0.4 if negative else 0)).astype(np.float32)
+        br, bs = brute(vectors, qi, qv)
+        rows, scores = idx.search(qi, qv, k)
+        er, es = idx.search(qi, qv, k, exhaustive=True)
+        assert rows.tolist() == er.tolist() and scores.tolist() == es.tolist()
+        np.testing.assert_allclose(scores, bs[:k], rtol=1e-6, atol=1e-6)
+        # ranks agree except where brute-force scores tie within rounding
+        assert len(rows) == min(k, len(br))
+        ar, a_s = idx.score_all(qi, qv)
+        np.testing.assert_allclose(a_s, bs, rtol=1e-6, atol=1e-6)
+        assert set(ar.tolist()) == set(br)
+        if len(br):
+            assert idx.upper_bound(qi, qv) >= max(bs) - 1e-6
+        allow = lambda r: r % 3 != 0
+        fr, fs = idx.search(qi, qv, k, allow=allow)
+        np.testing.assert_allclose(fs, brute(vectors, qi, qv, allow)[1][:k], rtol=1e-6,
+                                   atol=1e-6)
 
 
 def test_scores_for_and_persistence(tmp_path):

@@ -7,7 +7,6 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import unidb.index.sparse.inverted as inv
 import unidb.index.sparse.scan as scan_mod
 from unidb.errors import ValidationError
 from unidb.index.sparse import Analyzer, TextIndex
@@ -40,14 +39,14 @@ def random_doc(rng: random.Random) -> list[str]:
             else rng.choice(WORDS) for _ in range(n)]
 
 
-@pytest.fixture(params=["maxscore", "taat"])
-def planner(request, monkeypatch):
-    """Run a test with each top-k algorithm (the planner normally picks by cost)."""
-    force = request.param == "maxscore"
-    monkeypatch.setattr(inv, "use_maxscore", lambda n_docs, n_postings: force)
-    monkeypatch.setattr(inv, "BUFFER_DOCS", 16)      # exercise buffer, seal and merge paths
-    monkeypatch.setattr(inv, "MAX_SEGMENTS", 3)
-    return request.param
+@pytest.fixture(params=["maxscore", "exhaustive"])
+def planner(request):
+    """Tunes an index to one top-k algorithm (the cost rule normally picks) and to tiny
+    segments, exercising the buffer, seal and merge paths."""
+    def tuned(idx):
+        idx.tune(topk=request.param, buffer_docs=16, max_segments=3)
+        return idx
+    return tuned
 
 
 def check_against_reference(idx: TextIndex, docs: dict[int, list[str]], rng: random.Random,
@@ -78,7 +77,7 @@ def check_against_reference(idx: TextIndex, docs: dict[int, list[str]], rng: ran
 
 def test_bm25_equals_reference_through_updates(planner):
     rng = random.Random(7)
-    idx = TextIndex(Analyzer(**PLAIN), k1=1.2, b=0.75)
+    idx = planner(TextIndex(Analyzer(**PLAIN), k1=1.2, b=0.75))
     docs: dict[int, list[str]] = {}
     next_row = 0
     for step in range(12):
@@ -111,7 +110,7 @@ def test_other_bm25_parameters_and_repeated_query_terms():
 
 
 def test_ties_broken_by_smaller_row_id(planner):
-    idx = TextIndex(Analyzer(**PLAIN))
+    idx = planner(TextIndex(Analyzer(**PLAIN)))
     idx.add(np.array([50, 7, 30, 9]), ["apple pie", "apple pie", "apple pie", "banana"])
     rows, scores = idx.search("apple", 2)
     assert rows.tolist() == [7, 30] and scores[0] == scores[1]
@@ -119,7 +118,7 @@ def test_ties_broken_by_smaller_row_id(planner):
 
 def test_allow_filter_is_exact(planner):
     rng = random.Random(11)
-    idx = TextIndex(Analyzer(**PLAIN))
+    idx = planner(TextIndex(Analyzer(**PLAIN)))
     docs = {i: random_doc(rng) for i in range(200)}
     idx.add(np.arange(200), [" ".join(t) for t in docs.values()])
 
@@ -156,13 +155,12 @@ def test_updates_visible_immediately():
     assert idx.search("aspirin", 0)[0].tolist() == []
 
 
-def test_scan_yields_exact_order(planner, monkeypatch):
-    monkeypatch.setattr(scan_mod, "SCAN_FIRST", 4)
+def test_scan_yields_exact_order(planner):
     rng = random.Random(5)
-    idx = TextIndex(Analyzer(**PLAIN))
+    idx = planner(TextIndex(Analyzer(**PLAIN)))
     idx.add(np.arange(300), [" ".join(random_doc(rng)) for _ in range(300)])
     q = "w0 w3 w17"
-    scan = idx.scan(q)
+    scan = scan_mod.IndexScan(idx, *idx.query_terms(q), first=4)   # small first batches
     assert scan.default_E == 1 and scan.default_w == 1
     rows, dists = [], []
     while (b := scan.next_batch()) is not None:

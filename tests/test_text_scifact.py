@@ -6,7 +6,6 @@ exact dense MiniLM = 0.648, hybrid fusion of the two above both.
 import numpy as np
 import pytest
 
-import unidb.index.sparse.inverted as inv
 from unidb.datasets import load_scifact, shared_data_dir
 from unidb.evaluate import ndcg_at_k
 from unidb.index.sparse import ScoresSource, IndexSource, TextIndex, exact_fused_topk, fuse_linear, fuse_rrf
@@ -28,16 +27,17 @@ def index(sf):
     return idx
 
 
-def test_pruned_topk_identical_to_exhaustive_all_queries(sf, index, monkeypatch):
+def test_pruned_topk_identical_to_exhaustive_all_queries(sf, index):
     queries = [sf.queries[i]["text"] for i in sf.test_query_indices()]
     assert len(queries) == 300
-    for force in (True, False):               # force MaxScore, then term-at-a-time
-        monkeypatch.setattr(inv, "use_maxscore", lambda n_docs, n_postings: force)
+    for force in ("maxscore", "exhaustive"):  # force MaxScore, then term-at-a-time
+        index.tune(topk=force)
         for q in queries:
             for k in (10, 100):
                 r, s = index.search(q, k)
                 er, es = index.search(q, k, exhaustive=True)
                 assert r.tolist() == er.tolist() and s.tolist() == es.tolist(), q
+    index.tune(topk="auto")
 
 
 def run_of(sf, rows_per_query):
@@ -64,10 +64,10 @@ def test_quality_bm25_dense_hybrid(sf, index):
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_exact_hybrid_equals_full_list_fusion(sf, index, monkeypatch, streamed):
+def test_exact_hybrid_equals_full_list_fusion(sf, index, streamed):
     # streamed: the planner is forced to MaxScore, so the text source pulls pruned top-k
     # batches and scores rows by random access instead of holding its full list
-    monkeypatch.setattr(inv, "use_maxscore", lambda n_docs, n_postings: streamed)
+    index.tune(topk="maxscore" if streamed else "exhaustive")
     for i in sf.test_query_indices()[:40]:
         q = sf.queries[i]["text"]
         d = ScoresSource.dense(sf.corpus_emb, sf.query_emb[i])
@@ -76,6 +76,7 @@ def test_exact_hybrid_equals_full_list_fusion(sf, index, monkeypatch, streamed):
             want = fuse([full_text, (d.rows, d.scores)], limit=10)
             got = exact_fused_topk([IndexSource(index, q), d], method, limit=10)
             assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    index.tune(topk="auto")
 
 
 def test_incremental_adds_and_deletes_match_a_rebuild(sf):

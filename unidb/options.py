@@ -61,9 +61,10 @@ class IndexOptions:
     # last one (or the fraction below of the index): reopening then replays only the rest.
     save_min_changes: int = 50_000
     save_min_fraction: float = 0.2
-    # Text and sparse indexes: buffered documents sealed into an immutable segment ...
+    # Text and sparse indexes: buffered documents sealed into an immutable segment (freezing
+    # the buffer for a query costs O(buffer), so it stays small next to sealed segments) ...
     text_buffer_docs: int = 4096
-    # ... and more segments than this are merged into one.
+    # ... and more segments than this trigger a merge of the smallest few.
     text_max_segments: int = 8
     # Top-k algorithm per segment: "auto" picks by cost (MaxScore with block-max bounds on
     # large segments, exhaustive term-at-a-time on small ones); the others force one.

@@ -96,10 +96,13 @@ class _Kind:
     def values(self, column: pa.Array, row_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         raise NotImplementedError
 
-    def build(self, ctype, options: dict, row_ids: np.ndarray, values: Any, folder: Path):
+    def build(self, ctype, options: dict, row_ids: np.ndarray, values: Any, folder: Path,
+              tuning: IndexOptions):
+        """A new index of `values`; `tuning` is the database's IndexOptions."""
         raise NotImplementedError
 
-    def load(self, folder: Path):
+    def load(self, folder: Path, tuning: IndexOptions):
+        """(index, covered) from a saved snapshot."""
         raise NotImplementedError
 
     # -- readers: load without ever writing into the writer's folder ------------------------
@@ -113,7 +116,7 @@ class _Kind:
         """The manifest a reader's private copy loads from (e.g. memory storage only)."""
         return manifest
 
-    def load_copy(self, folder: Path):
+    def load_copy(self, folder: Path, tuning: IndexOptions):
         """(impl, covered) from a private copy of the saved snapshot (read-only processes).
 
         The index loaders clean their folder (stale temps, files of older generations) and a
@@ -127,7 +130,7 @@ class _Kind:
             for name in self.snapshot_files(manifest):
                 shutil.copyfile(folder / name, tmp / name)
             files.atomic_write_json(tmp / self.SNAPSHOT, self.reader_manifest(manifest))
-            return self.load(tmp)
+            return self.load(tmp, tuning)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -153,7 +156,7 @@ class _PartitionKind(_Kind):
             return row_ids[valid], full[valid]
         return row_ids, arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
-    def build(self, ctype, options, row_ids, values, folder):
+    def build(self, ctype, options, row_ids, values, folder, tuning):
         from unidb.index.partition import PartitionIndex, PartitionOptions
         try:
             opts = PartitionOptions(**options).validate()
@@ -166,7 +169,7 @@ class _PartitionKind(_Kind):
         idx.start_rebalancer()
         return idx
 
-    def load(self, folder):
+    def load(self, folder, tuning):
         from unidb.index.partition import PartitionIndex
         idx, covered = PartitionIndex.load(folder)
         idx.start_rebalancer()
@@ -187,13 +190,13 @@ class _SortedKind(_Kind):
     def values(self, column, row_ids):
         return row_ids, _chunk(column)
 
-    def build(self, ctype, options, row_ids, values, folder):
+    def build(self, ctype, options, row_ids, values, folder, tuning):
         from unidb.index.scalar.sorted_index import SortedIndex
         if options:
             raise SchemaError(f"the sorted index takes no options, got {sorted(options)}")
         return SortedIndex.build(row_ids, values)
 
-    def load(self, folder):
+    def load(self, folder, tuning):
         from unidb.index.scalar.sorted_index import SortedIndex
         return SortedIndex.load(folder)
 
@@ -214,7 +217,7 @@ class _TextKind(_Kind):
     def values(self, column, row_ids):
         return row_ids, _chunk(column).to_pylist()
 
-    def build(self, ctype, options, row_ids, values, folder):
+    def build(self, ctype, options, row_ids, values, folder, tuning):
         from unidb.index.sparse import Analyzer, TextIndex
         opts = dict(options)
         analyzer = Analyzer.from_json(opts.pop("analyzer")) if "analyzer" in opts else \
@@ -223,15 +226,24 @@ class _TextKind(_Kind):
             idx = TextIndex(analyzer=analyzer, **opts)
         except TypeError as e:
             raise SchemaError(f"bad text index option: {e}") from None
+        _tune(idx, tuning)
         idx.add(row_ids, values)
         return idx
 
-    def load(self, folder):
+    def load(self, folder, tuning):
         from unidb.index.sparse import TextIndex
-        return TextIndex.load(folder)
+        idx, covered = TextIndex.load(folder)
+        _tune(idx, tuning)
+        return idx, covered
 
     def snapshot_files(self, manifest):
         return _inverted_files(manifest)
+
+
+def _tune(idx, tuning: IndexOptions) -> None:
+    """A text or sparse index's segment sizes and top-k algorithm (never its results)."""
+    idx.tune(buffer_docs=tuning.text_buffer_docs, max_segments=tuning.text_max_segments,
+             topk=tuning.text_topk)
 
 
 class _SparseKind(_Kind):
@@ -245,15 +257,18 @@ class _SparseKind(_Kind):
                                                np.asarray(v["values"], np.float32)))
         return row_ids, out
 
-    def build(self, ctype, options, row_ids, values, folder):
+    def build(self, ctype, options, row_ids, values, folder, tuning):
         from unidb.index.sparse import SparseIndex
         idx = SparseIndex(**options)
+        _tune(idx, tuning)
         idx.add(row_ids, values)
         return idx
 
-    def load(self, folder):
+    def load(self, folder, tuning):
         from unidb.index.sparse import SparseIndex
-        return SparseIndex.load(folder)
+        idx, covered = SparseIndex.load(folder)
+        _tune(idx, tuning)
+        return idx, covered
 
     def snapshot_files(self, manifest):
         return _inverted_files(manifest)
@@ -444,7 +459,7 @@ class IndexSet:
         if adapter.READER_LOADS and adapter.has_snapshot(folder):
             for attempt in range(READ_RETRIES):
                 try:
-                    impl, covered = adapter.load_copy(folder)
+                    impl, covered = adapter.load_copy(folder, self.options)
                 except FileNotFoundError:      # the writer replaced the snapshot meanwhile
                     time.sleep(0.005 * (attempt + 1))
                     continue
@@ -500,7 +515,7 @@ class IndexSet:
             handle = None
             if adapter.has_snapshot(folder):
                 try:
-                    impl, covered = adapter.load(folder)
+                    impl, covered = adapter.load(folder, self.options)
                     handle = IndexHandle(column, d["kind"], d["options"], impl, covered)
                     self._catch_up(handle, state)
                 except Exception as e:  # a damaged snapshot is rebuilt from the rows
@@ -519,7 +534,8 @@ class IndexSet:
             folder = None
             if kind == "partition":
                 build_options = {**options, "storage": "memory"}
-        impl = adapter.build(self._schema[column], build_options, ids, vals, folder)
+        impl = adapter.build(self._schema[column], build_options, ids, vals, folder,
+                             self.options)
         return IndexHandle(column, kind, options, impl, covered=-1,
                            changes=max(len(ids), 1))
 

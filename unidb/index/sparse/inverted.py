@@ -6,9 +6,10 @@ Shared by TextIndex (BM25) and SparseIndex (dot product); a subclass only turns 
 Life cycle (Lucene's, simplified):
 - `add` puts small batches into an in-memory buffer (searchable at once: the buffer is frozen
   into a segment on the next query and cached until it changes); a buffer that reaches
-  `BUFFER_DOCS` docs, or a batch at least that big, becomes an immutable segment.
+  `buffer_docs` docs (IndexOptions.text_buffer_docs), or a batch at least that big, becomes an
+  immutable segment.
 - `delete` clears the row's `live` flag in its segment at once and removes its terms from the
-  live statistics; `merge()` (also run when there are more than `MAX_SEGMENTS` segments)
+  live statistics; `merge()` (also run when there are more than `max_segments` segments)
   rewrites segments without their deleted docs.
 - Statistics are those of the LIVE docs (N, df, avgdl): deleted docs stop counting the moment
   they are deleted, unlike Lucene (which counts them until a merge). Scores therefore never
@@ -23,18 +24,17 @@ import numpy as np
 
 from unidb.errors import NotFoundError, ValidationError
 from unidb.kernels import sparse as K
+from unidb.options import DEFAULT, TOPK_ALGORITHMS
 from unidb.storage import files
 from unidb.index.rowfilter import allowed
 from unidb.index.sparse.scan import Allow, rank_rows
 from unidb.index.sparse.postings import (BLOCK, Segment, build_segment, forward_positions,
                                          merge_segments, segment_from_arrays)
 
-# Docs kept in the mutable buffer before it becomes an immutable segment: freezing the buffer
-# for a query costs O(buffer), so it stays small next to the sealed segments.
-BUFFER_DOCS = 4096
-# More segments than this triggers a merge of the smallest MERGE_FACTOR ones (log-structured,
-# so each doc is rewritten O(log N) times).
-MAX_SEGMENTS = 8
+# The buffer size (docs before the mutable buffer becomes a segment) and the segment count
+# that triggers a merge are IndexOptions.text_buffer_docs / text_max_segments
+# (unidb/options.py, with their reasons); a merge takes the smallest MERGE_FACTOR segments
+# (log-structured, so each doc is rewritten O(log N) times).
 MERGE_FACTOR = 4
 
 # Planner: MaxScore (with block-max skipping) pays off only when a segment is large enough
@@ -71,6 +71,33 @@ class InvertedIndex:
         self._gen = 0
         self._stats_ver = 0    # bumped by every write: keys the per-segment BM25 caches
         self._lock = threading.RLock()
+        self._buffer_docs = DEFAULT.indexes.text_buffer_docs
+        self._max_segments = DEFAULT.indexes.text_max_segments
+        self._topk_algorithm = DEFAULT.indexes.text_topk
+
+    def tune(self, *, buffer_docs: int | None = None, max_segments: int | None = None,
+             topk: str | None = None) -> None:
+        """Maintenance and algorithm choices (IndexOptions: text_buffer_docs,
+        text_max_segments, text_topk). They change when segments are sealed and merged and
+        which exact top-k algorithm runs, never a result, so they are not saved with the
+        index: its owner tunes it after build or load."""
+        for name, v in (("buffer_docs", buffer_docs), ("max_segments", max_segments)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValidationError(f"{name} must be a positive integer, got {v!r}")
+        if topk is not None and topk not in TOPK_ALGORITHMS:
+            raise ValidationError(f"topk must be one of {TOPK_ALGORITHMS}, got {topk!r}")
+        with self._lock:
+            if buffer_docs is not None:
+                self._buffer_docs = buffer_docs
+            if max_segments is not None:
+                self._max_segments = max_segments
+            if topk is not None:
+                self._topk_algorithm = topk
+
+    def _use_maxscore(self, n_docs: int, n_postings: int) -> bool:
+        if self._topk_algorithm == "auto":
+            return use_maxscore(n_docs, n_postings)
+        return self._topk_algorithm == "maxscore"
 
     # ------------------------------------------------------------------ scoring hooks
     def _params(self) -> tuple[float, float, float]:
@@ -111,7 +138,7 @@ class InvertedIndex:
             self._n_live += len(rows)
             self._sum_len += float(dls.sum())
             self._stats_ver += 1
-            if len(rows) >= BUFFER_DOCS:
+            if len(rows) >= self._buffer_docs:
                 counts = np.fromiter((len(t) for t in t_list), np.int64, len(t_list))
                 seg = build_segment(rows, np.concatenate(([0], np.cumsum(counts))),
                                     all_t.astype(np.int32), np.concatenate(v_list), dls,
@@ -121,7 +148,7 @@ class InvertedIndex:
                 for r, t, v, dl in zip(rows.tolist(), t_list, v_list, dls.tolist()):
                     self._buf[r] = (t, v, dl)
                 self._buf_seg = None
-                if len(self._buf) >= BUFFER_DOCS:
+                if len(self._buf) >= self._buffer_docs:
                     self._seal_buffer()
 
     def delete(self, row_ids) -> int:
@@ -187,7 +214,7 @@ class InvertedIndex:
         seg.seg_id = self._next_seg_id
         self._next_seg_id += 1
         self._segments = self._segments + [seg]
-        if len(self._segments) > MAX_SEGMENTS:
+        if len(self._segments) > self._max_segments:
             small = sorted(self._segments, key=lambda s: s.n_live)[:MERGE_FACTOR]
             merged = merge_segments(small, self._AUX_IS_DOC_LEN)
             merged.seg_id = self._next_seg_id
@@ -266,7 +293,7 @@ class InvertedIndex:
             n_post = int(tp_e.sum() - tp_s.sum())
             if n_post == 0:
                 continue
-            if not use_maxscore(seg.n_docs, n_post):
+            if not self._use_maxscore(seg.n_docs, n_post):
                 ids, sc = K.exhaustive_topk(tp_s, tp_e, seg.post_doc, pv, seg.doc_len,
                                             self._allowed(seg, allow), qw, mode, k1, b,
                                             avgdl, seg.n_docs, k, theta0)
@@ -295,7 +322,7 @@ class InvertedIndex:
         segs = [s for s in self._view() if s.n_docs]
         qp = self._query_params()
         looked = [self._scoring(seg, terms, qp) for seg in segs]
-        if any(use_maxscore(seg.n_docs, int((lk[1] - lk[0]).sum()))
+        if any(self._use_maxscore(seg.n_docs, int((lk[1] - lk[0]).sum()))
                for seg, lk in zip(segs, looked)):
             return None
         return self._all_scores(terms, qw, allow, segs, looked, qp)
@@ -475,7 +502,7 @@ class InvertedIndex:
 
 
 def use_maxscore(n_docs: int, n_postings: int) -> bool:
-    """The planner's choice for one segment (module constants; tests force either path)."""
+    """The cost rule's choice for one segment (topk="auto"; `tune(topk=...)` forces one)."""
     return n_docs >= MAXSCORE_MIN_DOCS and n_postings >= MAXSCORE_MIN_POSTINGS_PER_DOC * n_docs
 
 

@@ -201,8 +201,13 @@ def test_an_index_that_fails_a_write_is_rebuilt_and_the_write_stands(db_path, ta
 
 
 def test_an_index_that_cannot_be_rebuilt_is_reported_and_never_answers_short(
-        db_path, table, monkeypatch):
-    t = table
+        db_path, monkeypatch):
+    # A broken index is retried at every write (not every 5 s) so the test can watch it heal.
+    db = unidb.connect(db_path, options={"indexes": {"rebuild_retry_seconds": 0.0}})
+    t = db.create_table("t", SCHEMA)
+    t.add(rows(0, 200))
+    t.create_index("emb", kind="partition")
+    t.create_index("price")
     build = IndexSet._build
     cause = {"on": True}
 
@@ -215,7 +220,6 @@ def test_an_index_that_cannot_be_rebuilt_is_reported_and_never_answers_short(
         raise MemoryError("simulated failure inside the index")
 
     monkeypatch.setattr(IndexSet, "_build", failing_build)
-    monkeypatch.setattr(engine_indexes, "REBUILD_RETRY_SECONDS", 0.0)
     wrap_index(t, "title", fail)
     wrap_index(t, "emb", fail)
     assert t.add(rows(200, 220)) == 20                 # durable, so it still returns
@@ -239,6 +243,7 @@ def test_an_index_that_cannot_be_rebuilt_is_reported_and_never_answers_short(
     assert text_ids(t, "w215") == {215} and len(text_ids(t, "common")) == 225
     assert t._indexes.vector_index("emb") is not None
     assert nearest_ids(t, q)[0] == 215
+    db.close()
 
 
 def test_a_broken_index_is_whole_again_after_a_reopen(db_path, table, monkeypatch):

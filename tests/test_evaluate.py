@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unidb import evaluate
 from unidb.evaluate import exact_knn, ids_from_lists, ndcg_at_k, recall_at_k, underfilled
 
 TRUE = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
@@ -138,15 +137,14 @@ def _naive_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str):
 
 @pytest.mark.parametrize("blocks", [None, (7, 256)], ids=["one-block", "many-blocks"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
-def test_exact_knn_matches_naive_brute_force_with_ties(metric, blocks, monkeypatch):
-    if blocks:   # small blocks exercise the shortlist merge across base and query blocks
-        monkeypatch.setattr(evaluate, "_KNN_QUERY_BLOCK", blocks[0])
-        monkeypatch.setattr(evaluate, "_KNN_BASE_BLOCK", blocks[1])
+def test_exact_knn_matches_naive_brute_force_with_ties(metric, blocks):
+    # small blocks exercise the shortlist merge across base and query blocks
+    sizes = {} if blocks is None else {"query_block": blocks[0], "base_block": blocks[1]}
     rng = np.random.default_rng(7)
     base = rng.standard_normal((3000, 16)).astype(np.float32)
     base[2000:2010] = base[:10]          # exact duplicates: ties must go to the smaller id
     queries = np.vstack([rng.standard_normal((20, 16)), base[:3]]).astype(np.float32)
-    ids, dists = exact_knn(base, queries, 10, metric)
+    ids, dists = exact_knn(base, queries, 10, metric, **sizes)
     ref_ids, ref_scores = _naive_knn(base, queries, 10, metric)
     np.testing.assert_array_equal(ids, ref_ids)
     expected = {"l2": np.sqrt, "cosine": np.positive, "ip": np.negative}[metric](ref_scores)

@@ -182,12 +182,15 @@ def _sort_by_score_then_id(ids: np.ndarray, scores: np.ndarray, k: int
     return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
 
 
-def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2"
+def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", *,
+              query_block: int = _KNN_QUERY_BLOCK, base_block: int = _KNN_BASE_BLOCK
               ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of every query over `base`: ids int64 (nq, k), distances float64 (nq, k).
 
     Distances are true metric values (Euclidean for "l2", 1 - cos for "cosine", the dot product
     for "ip", largest first); ties go to the smaller id; rows pad with -1 / inf when k > n.
+    Queries and base rows are processed in blocks of `query_block` / `base_block` rows
+    (memory per step; the answer does not depend on them).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
@@ -207,16 +210,16 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2"
     if n == 0 or nq == 0:
         return ids, dists
     short = min(n, k_eff + max(_KNN_MIN_MARGIN, k_eff // 2))
-    for q0 in range(0, nq, _KNN_QUERY_BLOCK):
-        q_ids, q_scores = _exact_knn_block(base, queries[q0:q0 + _KNN_QUERY_BLOCK],
-                                           k_eff, short, metric)
+    for q0 in range(0, nq, query_block):
+        q_ids, q_scores = _exact_knn_block(base, queries[q0:q0 + query_block],
+                                           k_eff, short, metric, base_block)
         ids[q0:q0 + len(q_ids), :k_eff] = q_ids
         dists[q0:q0 + len(q_ids), :k_eff] = _final_distances(q_scores, metric)
     return ids, dists
 
 
-def _exact_knn_block(base: np.ndarray, queries: np.ndarray, k: int, short: int, metric: str
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _exact_knn_block(base: np.ndarray, queries: np.ndarray, k: int, short: int, metric: str,
+                     base_block: int) -> tuple[np.ndarray, np.ndarray]:
     """exact_knn for one block of queries: float32 shortlist of `short`, float64 re-score."""
     n, d = base.shape
     q64 = _as_compared(queries, metric)
@@ -225,8 +228,8 @@ def _exact_knn_block(base: np.ndarray, queries: np.ndarray, k: int, short: int, 
     cand_ids = np.empty((m, 0), dtype=np.int64)
     cand_sc = np.empty((m, 0), dtype=np.float32)
     max_norm = 0.0
-    for b0 in range(0, n, _KNN_BASE_BLOCK):
-        x64 = _as_compared(base[b0:b0 + _KNN_BASE_BLOCK], metric)
+    for b0 in range(0, n, base_block):
+        x64 = _as_compared(base[b0:b0 + base_block], metric)
         norms2 = np.einsum("ij,ij->i", x64, x64)
         max_norm = max(max_norm, float(np.sqrt(norms2.max())))
         x32 = x64.astype(np.float32)
@@ -261,7 +264,7 @@ def _exact_knn_block(base: np.ndarray, queries: np.ndarray, k: int, short: int, 
         offset = {"l2": qn ** 2, "cosine": 1.0, "ip": 0.0}[metric]
         kth = top_sc[:, -1] - offset
         for i in np.flatnonzero(~(kth < worst - tol)):
-            top_ids[i], top_sc[i] = _exact_knn_full_scan(base, q64[i], k, metric)
+            top_ids[i], top_sc[i] = _exact_knn_full_scan(base, q64[i], k, metric, base_block)
     return top_ids, top_sc
 
 
@@ -283,13 +286,13 @@ def _merge_below_worst(cand_ids: np.ndarray, cand_sc: np.ndarray, sc: np.ndarray
     return all_ids[keep].reshape(m, short), all_sc[keep].reshape(m, short)
 
 
-def _exact_knn_full_scan(base: np.ndarray, q64: np.ndarray, k: int, metric: str
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def _exact_knn_full_scan(base: np.ndarray, q64: np.ndarray, k: int, metric: str,
+                         base_block: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 scan of the whole base for one query (fallback when the shortlist is unproven)."""
     n, d = base.shape
     scores = np.empty(n, dtype=np.float64)
-    for b0 in range(0, n, _KNN_BASE_BLOCK):
-        x64 = _as_compared(base[b0:b0 + _KNN_BASE_BLOCK], metric)
+    for b0 in range(0, n, base_block):
+        x64 = _as_compared(base[b0:b0 + base_block], metric)
         scores[b0:b0 + len(x64)] = _exact_scores(q64[None, :], x64[None], metric)[0]
     ids, sc = _sort_by_score_then_id(np.arange(n, dtype=np.int64)[None, :], scores[None, :], k)
     return ids[0], sc[0]

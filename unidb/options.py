@@ -69,6 +69,10 @@ class IndexOptions:
     # Top-k algorithm per segment: "auto" picks by cost (MaxScore with block-max bounds on
     # large segments, exhaustive term-at-a-time on small ones); the others force one.
     text_topk: str = "auto"
+    # A broken index (its feed and its rebuild both failed) is rebuilt again at a write at
+    # most this often: each try reads every row of the column, and the cause (memory, a bug)
+    # rarely clears within seconds.
+    rebuild_retry_seconds: float = 5.0
     # Defaults for create_index(kind="partition") options not given at the call, e.g.
     # {"replicas": 2, "max_partitions": 64}; checked like the call's own options.
     partition: Mapping[str, Any] = field(default_factory=dict)
@@ -113,6 +117,7 @@ _RULES: dict[str, tuple] = {
     "text_buffer_docs": ("int", False, 1, COUNT_LIMIT),
     "text_max_segments": ("int", False, 1, 1 << 16),
     "text_topk": ("choice", TOPK_ALGORITHMS),
+    "rebuild_retry_seconds": ("float", False, 0.0, 86400.0),
     "partition": ("mapping",),
     "exact_max_cells": ("int", False, 0, COUNT_LIMIT),
     "scalar_drive_selectivity": ("float", False, 0.0, 1.0),

@@ -69,10 +69,6 @@ AUTOMATIC = {"text": "text", "sparse": "sparse"}
 INDEX_DIR_PREFIX = "idx-"
 # A read-only process retries loading a snapshot the writer replaced while it was copying.
 READ_RETRIES = 5
-# A broken index (its feed and its rebuild both failed) is rebuilt again at a write at most
-# this often: each try reads every row of the column, and the cause (memory, a bug) rarely
-# clears within seconds.
-REBUILD_RETRY_SECONDS = 5.0
 # Kinds whose searches fall back to an exact scan when the index is broken (same answers,
 # slower); a text or sparse search has no such fallback and raises instead.
 EXACT_FALLBACK = ("partition", "sorted")
@@ -647,7 +643,7 @@ class IndexSet:
         Does not raise for an index's failure: the write is already durable. The failing
         index is rebuilt from `state`'s rows, or, if that fails too, marked broken (see the
         module docstring); a broken index is retried here at most every
-        `REBUILD_RETRY_SECONDS`."""
+        `IndexOptions.rebuild_retry_seconds`."""
         self._fed_lsn = state.lsn            # first: a search that sees it knows to re-check
         for h in list(self._handles.values()):
             try:
@@ -696,7 +692,8 @@ class IndexSet:
         with self._lock:
             self._handles.pop(h.column, None)
             self._broken[h.column] = BrokenIndex(h.column, h.kind, h.options, error,
-                                                 time.monotonic() + REBUILD_RETRY_SECONDS)
+                                                 time.monotonic() +
+                                                 self.options.rebuild_retry_seconds)
 
     def _retry_broken(self, state: TableState) -> None:
         for b in list(self._broken.values()):
@@ -707,7 +704,8 @@ class IndexSet:
             except Exception as e:  # noqa: BLE001 - still broken: try again later
                 log.error("rebuilding the %s index on %s failed again (%s: %s)", b.kind,
                           b.column, type(e).__name__, e)
-                b.error, b.retry_at = e, time.monotonic() + REBUILD_RETRY_SECONDS
+                b.error = e
+                b.retry_at = time.monotonic() + self.options.rebuild_retry_seconds
                 continue
             log.warning("the %s index on %s is rebuilt and back in service", b.kind, b.column)
             with self._lock:

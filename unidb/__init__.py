@@ -4,6 +4,8 @@ from unidb.errors import (AuthError, ClosedError, CorruptionError, LimitError, L
                           NotFoundError, QueryError, ReadOnlyError, SchemaError, UnidbError,
                           ValidationError)
 from unidb.options import IndexOptions, Options, PlannerOptions, StorageOptions
+from unidb.query.request import SearchRequest
+from unidb.query.result import SearchResult
 from unidb.schema import Bool, Float64, Int64, Schema, SparseVector, String, Text, Vector
 
 __version__ = "0.1.0"
@@ -32,4 +34,4 @@ __all__ = ["connect", "Database", "Int64", "Float64", "Bool", "String", "Text", 
            "SparseVector", "Schema", "col", "match", "similarity_join", "UnidbError", "SchemaError",
            "ValidationError", "NotFoundError", "QueryError", "LockedError", "ReadOnlyError",
            "ClosedError", "CorruptionError", "AuthError", "LimitError", "Options",
-           "StorageOptions", "IndexOptions", "PlannerOptions"]
+           "StorageOptions", "IndexOptions", "PlannerOptions", "SearchRequest", "SearchResult"]

@@ -8,8 +8,9 @@ import pytest
 
 from unidb import datasets
 from unidb.index.iterator import ScanIterator, iterate
-from unidb.index.partition import PartitionIndex, PartitionOptions
+from unidb.index.partition import PartitionIndex, PartitionOptions, lire
 from unidb.index.partition.kmeans import balanced_two_means
+from unidb.index.partition.state import IndexStateError
 from unidb.kernels import partition as K
 
 SMALL = PartitionOptions(target_posting=40, max_posting=80, merge_threshold=5, reassign_k=16)
@@ -399,6 +400,159 @@ def test_save_load_round_trip(tmp_path, storage):
     back.add(np.arange(3000, 3100), x[:100])         # a loaded index keeps updating
     assert len(back) == len(idx) + 100
     back.close()
+
+
+class _HandOver:
+    """Stands in for the index mutex: the moment the first `with` of it is left (save letting
+    go of the mutex), `then()` runs, as a writer waiting on the mutex (the rebalancer thread)
+    would. Makes the save / writer interleaving of the table's kill -9 test deterministic."""
+
+    def __init__(self, lock, then):
+        self.lock, self.then, self.armed = lock, then, True
+
+    def __enter__(self):
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        self.lock.__exit__(*exc)
+        if self.armed:
+            self.armed = False
+            self.then()
+
+
+def _far_cluster(rng, n, dim=16):
+    """n vectors around one far point: they pile into one posting and make it split."""
+    return (rng.standard_normal(dim) * 12 + 0.3 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_save_writes_the_published_moment_while_a_writer_moves_rows(tmp_path):
+    """persist.save pairs the published view with the rows' primary postings; a writer that
+    takes the mutex as soon as save releases it (moving rows, splitting postings: new posting
+    ids the saved routing does not have) must not leak into the snapshot. Save used to keep a
+    slice of the live primary array: IndexError (index n_slots + 1 out of bounds), or rows
+    saved with a primary posting that holds no valid copy of them."""
+    rng = np.random.default_rng(21)
+    x = mixture(rng, 1500)
+    idx = PartitionIndex.build(np.arange(1500), x, "l2", SMALL)
+    rows = {i: x[i] for i in range(1500)}
+    moved = np.arange(0, 1500, 5)[:200]          # existing ids: the primary array keeps its size
+    far = _far_cluster(rng, len(moved))
+    splits = idx.stats()["splits"]
+    st = idx._state
+    lock = st.mutex
+    st.mutex = _HandOver(lock, lambda: idx.add(moved, far))
+    try:
+        idx.save(tmp_path, covered=7)
+    finally:
+        st.mutex = lock
+    assert idx.stats()["splits"] > splits        # the writer did split while save ran
+    back, covered = PartitionIndex.load(tmp_path)
+    assert covered == 7
+    check_invariants(back, rows)                 # exactly the state before the write
+    rows.update({int(r): v for r, v in zip(moved, far)})
+    check_invariants(idx, rows)
+
+
+def test_a_rebalance_job_that_fails_midway_is_rolled_back_never_saved(tmp_path, monkeypatch):
+    """A LIRE job that raises after it changed the state (a split has set its rows' primaries
+    to its new postings and routed them, but not published) leaves the index at its last
+    published state: the next save writes that state (it used to pair the new primaries with
+    the old published routing: IndexError), and later writes build on it."""
+    rng = np.random.default_rng(22)
+    x = mixture(rng, 1000)
+    idx = PartitionIndex.build(np.arange(1000), x, "l2", SMALL)
+    rows = {i: x[i] for i in range(1000)}
+
+    class Boom(Exception):
+        pass
+
+    def boom(*args, **kwargs):
+        raise Boom("injected in the middle of a split")
+
+    monkeypatch.setattr(lire, "_neighbour_candidates", boom)
+    far = _far_cluster(rng, 200)
+    splits = idx.stats()["splits"]
+    with pytest.raises(Boom):
+        idx.add(np.arange(1000, 1200), far)      # published, then its split fails inline
+    rows.update({1000 + i: v for i, v in enumerate(far)})
+    idx.save(tmp_path, covered=9)
+    back, _ = PartitionIndex.load(tmp_path)
+    check_invariants(back, rows)
+    assert idx.stats()["splits"] == splits       # the failed split is not there
+    assert idx._state.routing is idx.view().routing
+    check_invariants(idx, rows)
+    for index in (idx, back):                    # every row is searchable in the view
+        ids, _ = index.search(np.stack([rows[r] for r in sorted(rows)]), 1, nprobe=10 ** 6)
+        np.testing.assert_array_equal(ids[:, 0], sorted(rows))
+    monkeypatch.undo()
+    more = mixture(rng, 300)
+    idx.add(np.arange(1200, 1500), more)         # the index goes on from the rolled-back state
+    idx.wait_idle()
+    rows.update({1200 + i: v for i, v in enumerate(more)})
+    assert idx.stats()["splits"] > splits
+    check_invariants(idx, rows)
+
+
+def test_a_failed_rollback_stops_writes_and_saves_the_published_state(tmp_path, monkeypatch):
+    """If even the rollback fails, the index refuses writes (the table layer rebuilds it) and
+    a save still writes the last published state, never the half-finished one."""
+    rng = np.random.default_rng(24)
+    x = mixture(rng, 1000)
+    idx = PartitionIndex.build(np.arange(1000), x, "l2", SMALL)
+    rows = {i: x[i] for i in range(1000)}
+
+    class Boom(Exception):
+        pass
+
+    def boom(*args, **kwargs):
+        raise Boom("injected")
+
+    monkeypatch.setattr(lire, "_neighbour_candidates", boom)
+    monkeypatch.setattr(idx._state.store, "bulk_load", boom)
+    far = _far_cluster(rng, 200)
+    with pytest.raises(Boom):
+        idx.add(np.arange(1000, 1200), far)
+    rows.update({1000 + i: v for i, v in enumerate(far)})
+    with pytest.raises(IndexStateError):
+        idx.add(np.arange(1200, 1210), x[:10])
+    with pytest.raises(IndexStateError):
+        idx.delete(np.arange(5))
+    idx.save(tmp_path, covered=3)
+    back, _ = PartitionIndex.load(tmp_path)
+    check_invariants(back, rows)
+
+
+def test_the_rebalancer_thread_survives_a_failed_job(monkeypatch):
+    """A job that raises on the background thread is rolled back and logged; the thread goes
+    on with the other jobs (it used to die, leaving jobs queued forever and the half-finished
+    split in the state the next write published)."""
+    rng = np.random.default_rng(23)
+    x = mixture(rng, 1000)
+    idx = PartitionIndex.build(np.arange(1000), x, "l2", SMALL)
+    rows = {i: x[i] for i in range(1000)}
+    calls = []
+    real = lire._neighbour_candidates
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected in the middle of a split")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lire, "_neighbour_candidates", fail_once)
+    idx.start_rebalancer()
+    try:
+        for s in range(1000, 1600, 200):
+            far = _far_cluster(rng, 200)
+            idx.add(np.arange(s, s + 200), far)
+            rows.update({s + i: v for i, v in enumerate(far)})
+        assert idx.wait_idle(timeout=20)
+        assert len(calls) > 1                    # jobs after the failed one ran
+    finally:
+        idx.stop_rebalancer()
+    check_invariants(idx, rows)
+    ids, _ = idx.search(np.stack([rows[r] for r in sorted(rows)]), 1, nprobe=10 ** 6)
+    np.testing.assert_array_equal(ids[:, 0], sorted(rows))
 
 
 def test_load_ignores_and_deletes_garbage(tmp_path):

@@ -8,9 +8,10 @@ store.py (built-in stores: postings.py), the writer's state in state.py, the reb
 lire.py, the on-disk snapshot in persist.py.
 
 Concurrency: one mutex serialises writers (add, delete, one rebalance job at a time); readers
-never lock. Writers work on the `PartitionState` and, when an operation is complete,
-`publish()` one immutable `View` (routing, a copy of the version map, a posting view). A reader
-takes `view()` once and sees a consistent snapshot for as long as it likes (state.py).
+never lock. Writers work on the `PartitionState` inside `writing()` and, when an operation is
+complete, publish one immutable `View` (routing, a copy of the version map, a posting view);
+an operation that raises is rolled back to the last published view instead. A reader takes
+`view()` once and sees a consistent snapshot for as long as it likes (state.py).
 """
 from __future__ import annotations
 
@@ -186,7 +187,7 @@ class PartitionIndex:
         if len(rids) == 0:
             return
         st = self._state
-        with st.mutex:
+        with st.writing():          # published whole, or rolled back if it raises
             if st.routing.alive.sum() == 0:
                 self._bootstrap(rids, x)
             else:
@@ -201,7 +202,6 @@ class PartitionIndex:
                 st.live += int(len(rids) - was_live.sum())
                 over = [p for p in touched if st.store.length(p) > lire.split_limit(st, p)]
                 self._rebalancer.submit(over)
-            st.publish()
         self._rebalancer.run_inline_if_idle()
 
     def _bootstrap(self, rids: np.ndarray, x: np.ndarray) -> None:
@@ -233,16 +233,16 @@ class PartitionIndex:
             rids = rids[V.is_live(st.vmap, rids)]
             if len(rids) == 0:
                 return 0
-            posts = st.primary[rids]
-            st.vmap[rids] |= V.DELETED
-            st.clear_primary(rids)
-            st.live -= len(rids)
-            posts = np.unique(posts[posts >= 0])
-            thr = st.options.merge_threshold
-            lens = st.store.lengths(posts)
-            low = (st.plive[posts] <= thr) | (st.plive[posts] < lire.GC_LIVE_FRACTION * lens)
-            self._rebalancer.submit([int(p) for p in posts[low]])
-            st.publish()
+            with st.writing():      # published whole, or rolled back if it raises
+                posts = st.primary[rids]
+                st.vmap[rids] |= V.DELETED
+                st.clear_primary(rids)
+                st.live -= len(rids)
+                posts = np.unique(posts[posts >= 0])
+                thr = st.options.merge_threshold
+                lens = st.store.lengths(posts)
+                low = (st.plive[posts] <= thr) | (st.plive[posts] < lire.GC_LIVE_FRACTION * lens)
+                self._rebalancer.submit([int(p) for p in posts[low]])
         self._rebalancer.run_inline_if_idle()
         return len(rids)
 

@@ -10,6 +10,10 @@ split it with balanced 2-means and reassign the vectors the two rules of §3 nam
 (one new posting at the pair's mean) and reassign the rows the move of the centroid concerns. One job holds the index mutex at a time, so inserts interleave with rebalancing
 and queries never wait (they do not lock at all).
 
+A job runs inside `PartitionState.writing()`: published when it completes, rolled back to the
+last published view when it raises (the background thread logs the failure and goes on with
+the next job), so a half-finished split or merge is never built on, published or saved.
+
 Publication order keeps every live row visible to a concurrent reader at every instant:
 new postings are written before the routing snapshot that names them is published; a moved
 row's new copies are appended before its version is bumped; a retired posting's arena slice is
@@ -17,6 +21,7 @@ never overwritten, so a reader holding the old routing still reads valid (then s
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +31,8 @@ import numpy as np
 from unidb.index.partition import versions as V
 from unidb.index.partition.kmeans import balanced_two_means
 from unidb.index.partition.state import PartitionState
+
+log = logging.getLogger("unidb.index.partition")
 
 # A posting whose live primaries fall under this fraction of its stored entries is queued for
 # compaction (its dead copies cost scan time on every probe).
@@ -101,9 +108,8 @@ class Rebalancer:
         t0 = time.thread_time()
         try:
             st = self.state
-            with st.mutex:
+            with st.writing():        # published whole, or rolled back if maintain raises
                 more = maintain(st, p)
-                st.publish()
                 st.counters["rebalance_cpu_s"] += time.thread_time() - t0
             self.submit(more)
         finally:
@@ -143,8 +149,16 @@ class Rebalancer:
                 if self._stop:
                     return
             p = self._pop()
-            if p is not None:
+            if p is None:
+                continue
+            try:
                 self._run_one(p)
+            except Exception:  # noqa: BLE001 - the state is rolled back; the thread goes on
+                log.exception("rebalance job on posting %d failed; the index is back at its "
+                              "last published state", p)
+                if self.state.failed is not None:        # no write can run any more
+                    with self._cv:
+                        self._jobs.clear()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         if self._thread is None:

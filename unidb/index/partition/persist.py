@@ -13,11 +13,14 @@ Files in the index folder (all written with unidb.storage.files: temp, fsync, re
                                   float32, sqn / rids / vers (E,) of those entries, posting
                                   after posting)
 
-Save reads the index's published view (immutable: writers are not held up by the writes),
-writes a new generation, then atomically replaces the manifest: a crash at any point leaves
-the previous manifest and all files it names intact. Files the manifest does not name (older
-generations, half-written temps, posting stores' working files no open store uses) are
-garbage, deleted by save after the switch and by load before reading.
+Save reads the index's published view (immutable: writers are not held up by the writes) and
+a copy of the primary postings as of that view (`PartitionState.published_primary`, taken
+under the mutex: the writer changes its array in place, so a slice of it read after the mutex
+is released would mix in later jobs' postings), writes a new generation, then atomically
+replaces the manifest: a crash at any point leaves the previous manifest and all files it
+names intact. Files the manifest does not name (older generations, half-written temps, posting
+stores' working files no open store uses) are garbage, deleted by save after the switch and by
+load before reading.
 """
 from __future__ import annotations
 
@@ -54,10 +57,11 @@ def _collect_garbage(folder: Path, keep: set[str]) -> None:
 
 def save(st: PartitionState, dim: int, metric: str, folder, covered: int) -> None:
     folder = files.ensure_dir(folder)
-    with st.mutex:       # writers publish before releasing the mutex: the view is current
+    with st.mutex:       # one moment: the published view and the primaries that go with it
         view = st.view
-        primary = st.primary[:len(view.vmap)] if len(st.primary) >= len(view.vmap) else \
-            np.concatenate([st.primary, np.full(len(view.vmap) - len(st.primary), -1, np.int64)])
+        primary = st.published_primary()          # a copy: writers change st.primary in place
+        primary = primary[:len(view.vmap)] if len(primary) >= len(view.vmap) else \
+            np.concatenate([primary, np.full(len(view.vmap) - len(primary), -1, np.int64)])
         counters = dict(st.counters)
         options = st.options.to_dict()
         working = {p.name for p in st.store.working_files() if p.parent == folder}

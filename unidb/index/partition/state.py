@@ -11,10 +11,23 @@ they like. The view's posting view never changes (store.py's contract) and holds
 of the version map, so every row live in the view is found under the view's versions even
 while splits move rows (a reader pairing an old routing with the live version map missed rows
 reassigned into new postings).
+
+Writers go through `writing()`: the operation is published as a whole when it returns, and
+rolled back to the last published view when it raises, so a half-finished add, delete or LIRE
+job (an exception after a split set the rows' primaries to its new postings, before it
+published them) is never what the next write builds on, publishes or saves. The per-row
+primary postings are not part of the view (a copy per publish would cost 8 bytes per row id
+per LIRE job); `published_primary()` gives them as of the last publish, from the changes
+journalled since. The writer changes `primary` in place: a save takes that copy under the
+mutex (a save that kept a slice of the live array and read it after releasing the mutex paired
+the view with primaries the rebalancer had meanwhile pointed at postings the view did not
+have: IndexError, or rows saved with no primary).
 """
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +41,11 @@ from unidb.index.partition.store import PostingStore, PostingView
 # rebalancer_cpu_seconds).
 COUNTERS = ("splits", "merges", "compactions", "reassign_evaluated", "vectors_moved",
             "rebalance_cpu_s", "arena_compactions", "unsplittable")
+
+
+class IndexStateError(RuntimeError):
+    """The writer state could not be rolled back after a failed write: the index takes no
+    more writes (its last published view still answers searches and saves)."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +82,82 @@ class PartitionState:
         self.max_sqn = 0.0
         self.counters: dict = {c: 0.0 if c.endswith("_s") else 0 for c in COUNTERS}
         self.mutex = threading.RLock()
+        # (row ids, their primaries before) of every primary change since the last publish:
+        # undone in reverse, they give the published primaries (published_primary)
+        self._undo: list[tuple[np.ndarray, np.ndarray]] = []
+        self._writing = False
+        self.failed: BaseException | None = None     # a rollback failed: no more writes
         self.view: View = self.publish()
 
     def publish(self) -> View:
         """Make the writer's state visible to readers as one consistent snapshot."""
         self.view = View(self.routing, self.vmap.copy(), self.store.snapshot(), self.live)
+        self._undo.clear()
+        self._counted = dict(self.counters)
         return self.view
+
+    @contextmanager
+    def writing(self) -> Iterator[PartitionState]:
+        """One write operation (add, delete, a LIRE job) under the mutex: published when it
+        returns; rolled back to the last published view when it raises (the exception goes
+        on). If the rollback fails too, the state is marked `failed` and refuses writes."""
+        with self.mutex:
+            if self.failed is not None:
+                raise IndexStateError("a failed write left this index unusable for writes "
+                                      f"({type(self.failed).__name__}: {self.failed})"
+                                      ) from self.failed
+            if self._writing:
+                raise RuntimeError("write operations do not nest")
+            self._writing = True
+            try:
+                yield self
+            except BaseException:
+                try:
+                    self.rollback()
+                except BaseException as e:
+                    self.failed = e
+                raise
+            else:
+                self.publish()
+            finally:
+                self._writing = False
+
+    def published_primary(self) -> np.ndarray:
+        """A copy of the primary postings as of the last publish (caller holds mutex): what
+        pairs with `view` (the writer's array runs ahead of it and changes in place)."""
+        primary = self.primary.copy()
+        for rids, old in reversed(self._undo):
+            primary[rids] = old
+        return primary
+
+    def rollback(self) -> None:
+        """Return the writer state to the last published view (caller holds mutex): routing,
+        version map, primaries, live count, counters, and the postings, rebuilt from the
+        view's valid entries (slots keep their ids; entries a failed job appended are dropped,
+        so none of them turns valid again when its row's version comes round). Costs a copy
+        of the index: only failures pay it."""
+        view = self.view
+        routing = view.routing
+        primary = self.published_primary()
+        live = routing.live_ids.astype(np.int64)
+        vecs, sqn, rids, vers, lens = view.postings.valid_entries(view.vmap, live)
+        full = np.zeros(routing.n_slots, dtype=np.int64)
+        full[live] = lens
+        self.store.bulk_load(full, vecs, sqn, rids, vers)
+        self.routing = routing
+        self.vmap = view.vmap.copy()
+        self.primary = primary
+        self.live = view.live
+        self.ensure_postings(routing.n_slots)
+        self.plive = np.bincount(primary[primary >= 0], minlength=len(self.plive)
+                                 ).astype(np.int64)
+        self.radius[routing.n_slots:] = 0.0          # ids the failed job took are handed out again
+        for p in [p for p in self.unsplittable if p >= routing.n_slots or not routing.alive[p]]:
+            del self.unsplittable[p]
+        cpu = self.counters["rebalance_cpu_s"]           # spent all the same
+        self.counters.update(self._counted)              # the same dict as the index's
+        self.counters["rebalance_cpu_s"] = cpu
+        self._undo.clear()
 
     # ------------------------------------------------------------------ row bookkeeping
     def note_norms(self, sqn: np.ndarray) -> None:
@@ -85,6 +173,7 @@ class PartitionState:
             grow[:len(self.primary)] = self.primary
             self.primary = grow
         old = self.primary[rids]
+        self._undo.append((rids.copy(), old))
         had = old >= 0
         if had.any():
             np.subtract.at(self.plive, old[had], 1)
@@ -95,6 +184,7 @@ class PartitionState:
 
     def clear_primary(self, rids: np.ndarray) -> None:
         old = self.primary[rids]
+        self._undo.append((rids.copy(), old))
         had = old >= 0
         if had.any():
             np.subtract.at(self.plive, old[had], 1)

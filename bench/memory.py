@@ -267,6 +267,7 @@ def main() -> None:
     from unidb.datasets import synth_ground_truth
 
     work = Path(args.keep_db) if args.keep_db else Path(tempfile.mkdtemp(prefix="unidb-mem-"))
+    work.mkdir(parents=True, exist_ok=True)
     db_path = work / "synth.unidb"
     gt_path = work / f"gt-{args.n}.npy"
     results = []

@@ -100,11 +100,14 @@ class KeyMap:
                 if not len(qi):
                     continue
                 ids, same = self._rows(parts, starts, slots, keys, qi)
-                found_q.append(qi[same])
-                found_ids.append(ids[same])
+                found_q.append(qi if same is None else qi[same])
+                found_ids.append(ids if same is None else ids[same])
         if not found_q:
             return out
-        qi, ids = np.concatenate(found_q), np.concatenate(found_ids)
+        if len(found_q) == 1:
+            qi, ids = found_q[0], found_ids[0]
+        else:
+            qi, ids = np.concatenate(found_q), np.concatenate(found_ids)
         if len(state.tombstones) and len(ids):
             dead = state.tombstones & BitMap(ids.astype(np.uint32))
             if len(dead):
@@ -136,9 +139,11 @@ class KeyMap:
         return out
 
     def _rows(self, parts: tuple[Part, ...], starts: np.ndarray, slots: np.ndarray,
-              keys: pa.Array, qi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              keys: pa.Array, qi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Row ids of the candidate rows at `slots` of the block `parts`, and whether each
-        one's stored key is the asked key `keys[qi]` (always, for int64 keys)."""
+        one's stored key is the asked key `keys[qi]` (None: all are, as int64 keys are)."""
+        if len(parts) == 1 and not self._string:
+            return parts[0].row_ids[slots], None
         if len(parts) == 1:
             which, pos = np.zeros(len(slots), dtype=np.intp), slots
         else:

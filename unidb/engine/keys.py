@@ -219,17 +219,6 @@ class KeyMap:
                 runs[-1] = _merge(runs[-1], b)
         return _Delta(first, total, _rowid_at(mem, total - 1), tuple(runs))
 
-    def stats(self, state: TableState) -> dict:
-        """Bytes of the arrays this map holds for `state` (memory-mapped keys not counted)."""
-        view = self._current(state)
-        held = 0
-        for parts, _, runs in view.blocks:
-            for run in runs:
-                mapped = run.slots is None and len(parts) == 1
-                held += (0 if mapped else run.keys.nbytes) + \
-                    (run.slots.nbytes if run.slots is not None else 0)
-        return {"bytes": int(held), "runs": sum(len(b[2]) for b in view.blocks)}
-
 
 def _candidates(run: _Run, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index into q, slot) of every row of `run` whose encoded key equals one of `q`."""

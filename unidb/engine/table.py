@@ -19,10 +19,10 @@ model is LevelDB's `DBImpl::Write`; docs/architecture.md, "How a write flows"):
    or, if the rebuild fails too, taken out of service and reported (`stats()["broken_indexes"]`,
    `IndexSet.stats`, the log; searches that need it raise).
 5. publish: `TableStore.publish` makes the new state the one reads get, so a reader never
-   sees rows an index lacks.
-6. the key map records the write, and `TableStore.after_write` runs the automatic checkpoint
-   (after which the indexes save their snapshots); failures there are logged and retried,
-   never the write's.
+   sees rows an index lacks. The key map (`engine/keys.py`) reads its keys from the state
+   it is asked about, so it holds the write from here on without being told.
+6. `TableStore.after_write` runs the automatic checkpoint (after which the indexes save
+   their snapshots); failures there are logged and retried, never the write's.
 
 The store never calls up into the engine; the engine is the only caller of its write steps.
 """
@@ -66,7 +66,8 @@ class TableEngine:
                                      lock=self._lock, options=options.storage)
         try:
             self.schema = Schema.from_json(self.store.schema_json)
-            self.keys = KeyMap(self.store, self.schema.primary_key)
+            pk = self.schema.primary_key
+            self.keys = KeyMap(pk, pa.types.is_string(self.schema.arrow.field(pk).type))
             self.indexes = IndexSet(self.store, self.schema, self._lock, options.indexes)
         except BaseException:
             self.store.abandon()                 # nothing was written: release files, threads
@@ -80,27 +81,26 @@ class TableEngine:
         batch = self.schema.to_batch(rows)
         if not batch.num_rows:
             return 0
-        keys = batch.column(self._pk).to_pylist()
+        keys = batch.column(self._pk)
         with self._lock:
-            kmap = self.keys.current()
-            dup = next((k for k in keys if k in kmap), None)
-            if dup is not None:
+            found = np.flatnonzero(self.keys.lookup(self.store.state, keys) >= 0)
+            if len(found):
+                dup = keys[int(found[0])].as_py()
                 raise ValidationError(f"primary key {dup!r} already exists in table "
                                       f"{self.name!r}; use upsert() to replace rows")
-            self._write(None, batch, added=keys)
-        return len(keys)
+            self._write(None, batch)
+        return batch.num_rows
 
     def upsert(self, rows: Any) -> dict:
         """Insert rows, replacing existing rows with the same key. Returns counts."""
         batch = self.schema.to_batch(rows)
         if not batch.num_rows:
             return {"inserted": 0, "updated": 0}
-        keys = batch.column(self._pk).to_pylist()
         with self._lock:
-            kmap = self.keys.current()
-            old = [kmap[k] for k in keys if k in kmap]
-            self._write(np.array(old, dtype=np.int64), batch, added=keys)
-        return {"inserted": len(keys) - len(old), "updated": len(old)}
+            old = self.keys.lookup(self.store.state, batch.column(self._pk))
+            old = old[old >= 0]
+            self._write(old, batch)
+        return {"inserted": batch.num_rows - len(old), "updated": len(old)}
 
     def delete(self, ids: Any = None, where: Any = None) -> int:
         """Delete rows by primary key and/or filter. Returns the number of rows deleted."""
@@ -111,18 +111,17 @@ class TableEngine:
         expr = checked_filter(where, self.schema) if where is not None else None
         with self._lock:
             state = self.store.state
-            kmap = self.keys.current()
-            rowids = set()
+            found = []
             if keys is not None:
-                rowids.update(kmap[k] for k in keys if k in kmap)
+                by_key = self.keys.lookup(state, keys)
+                found.append(by_key[by_key >= 0])
             if expr is not None:
-                rowids.update(self.matching_rowids(state, expr).tolist())
-            if not rowids:
+                found.append(self.matching_rowids(state, expr))
+            rowids = np.unique(np.concatenate(found))
+            if not len(rowids):
                 return 0
-            arr = np.fromiter(rowids, dtype=np.int64, count=len(rowids))
-            gone = state.take(np.sort(arr), [self._pk]).column(0).to_pylist()
-            self._write(arr, None, removed=gone)
-        return len(arr)
+            self._write(rowids, None)
+        return len(rowids)
 
     def update(self, where: Any = None, values: dict | None = None) -> int:
         """Set columns to `values` on every row matching `where` (all rows when None)."""
@@ -146,14 +145,13 @@ class TableEngine:
                 i = old.schema.get_field_index(name)
                 old = old.set_column(i, old.schema.field(i), repeated)
             batch = old.combine_chunks().to_batches()[0] if old.num_rows else None
-            self._write(rowids, batch, added=old.column(self._pk).to_pylist())
+            self._write(rowids, batch)
         return len(rowids)
 
-    def _write(self, deletes: np.ndarray | None, batch: pa.RecordBatch | None,
-               removed: Iterable = (), added: Sequence = ()) -> None:
+    def _write(self, deletes: np.ndarray | None, batch: pa.RecordBatch | None) -> None:
         """Steps 2-6 of the module docstring for one validated write: tombstone `deletes`,
-        insert `batch`; the key map then drops `removed` and maps `added` (the keys of
-        `batch`, in order) to their new row ids. The caller holds the write lock."""
+        insert `batch`. The caller holds the write lock. The key map needs no telling: it
+        reads keys from the published state."""
         logged = self.store.log(deletes, batch)        # the commit point
         if logged is None:
             return
@@ -162,12 +160,10 @@ class TableEngine:
             self.indexes.apply(state, logged.commit)   # never raises for an index's failure
         finally:
             # Even after an interrupt mid-feed: the write is durable and applied, and the
-            # indexes it did not reach were taken out of service. The key map must know its
-            # keys, or a later add could log a duplicate.
+            # indexes it did not reach were taken out of service. The key map reads the
+            # published state, so it must hold this write, or a later add could log a
+            # duplicate.
             self.store.publish(state)
-            new = logged.commit.batch
-            first = int(new.column(ROWID)[0].as_py()) if new is not None else 0
-            self.keys.record(removed, list(added), first)
         checkpointed = self.store.after_write()
         if checkpointed is not None:
             self.indexes.checkpointed(checkpointed)
@@ -189,8 +185,8 @@ class TableEngine:
         keys = normalise_keys(self.schema, ids)
         cols = select_columns(self.schema, columns)
         state = self.store.state
-        kmap = self.keys.current()
-        rowids = np.array([kmap[k] for k in keys if k in kmap], dtype=np.int64)
+        rowids = self.keys.lookup(state, keys)
+        rowids = rowids[rowids >= 0]
         if not len(rowids):
             return empty_table(self.schema, cols)
         return state.take(rowids, cols)
@@ -281,8 +277,9 @@ class TableEngine:
 
 
 # -- argument checks that depend only on the schema (the api's handles use them too) --------
-def normalise_keys(schema: Schema, ids: Any) -> list:
-    """`ids` checked as primary key values exactly as `add` checks them (one rule)."""
+def normalise_keys(schema: Schema, ids: Any) -> pa.Array:
+    """`ids` checked as primary key values exactly as `add` checks them (one rule), as an
+    Arrow array of the key's type."""
     if ids is None:
         raise ValidationError("ids must be given")
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) \
@@ -291,4 +288,4 @@ def normalise_keys(schema: Schema, ids: Any) -> list:
     if not isinstance(ids, (list, np.ndarray, pa.Array, pa.ChunkedArray)):
         ids = list(ids)
     pk = schema.primary_key
-    return schema[pk].convert(pk, ids, len(ids)).to_pylist()
+    return schema[pk].convert(pk, ids, len(ids))

@@ -13,7 +13,8 @@ import unidb
 from unidb.errors import SchemaError
 from unidb.index.iterator import iterate
 from unidb.index.partition import PartitionIndex, PartitionOptions
-from unidb.index.partition.postings import MemoryPostingStore, make_store, register_store
+from unidb.index.partition.postings import (STORES, MemoryPostingStore, make_store,
+                                            register_store)
 from unidb.index.partition.quantize import SQ8, QuantizedArena
 
 from test_partition_index import brute, load_mnist, load_sift, mixture, recall
@@ -59,10 +60,14 @@ def test_quantization_option_is_validated():
         kind = "plain-test"
         quantizes = False
     register_store(PlainStore)
-    with pytest.raises(ValueError, match="does not support quantization"):
-        PartitionOptions(storage="plain-test", quantization="sq8").validate()
-    with pytest.raises(ValueError, match="does not support quantization"):
-        make_store("plain-test", 4, None, "sq8")
+    try:
+        with pytest.raises(ValueError, match="does not support quantization"):
+            PartitionOptions(storage="plain-test", quantization="sq8").validate()
+        with pytest.raises(ValueError, match="does not support quantization"):
+            make_store("plain-test", 4, None, "sq8")
+        assert PartitionOptions(storage="plain-test").validate().quantization is None
+    finally:
+        STORES.pop("plain-test")
 
 
 def test_option_is_saved_and_the_store_holds_codes(tmp_path):

@@ -56,8 +56,8 @@ def search_codes(queries, qptr, posts, mode, lo, step, lo_norm, range_norm, code
     distance bounds, exact float64 re-rank of every row that can be in the top-k.
 
     Returns (row ids (nq, k) -1 padded, distances (nq, k) +inf padded, sorted by (distance,
-    row id) and finished as `kernels.partition.search_one` finishes them (`finish`), valid
-    entries scored per query, entries re-ranked per query)."""
+    row id) and finished as `kernels.partition.search_one` finishes them (`finish`), stored
+    entries scored per query, entries re-ranked exactly per query)."""
     nq, dim = queries.shape
     out_r = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float64)
@@ -100,6 +100,7 @@ def search_codes(queries, qptr, posts, mode, lo, step, lo_norm, range_norm, code
         ns = 0
         for t in range(qptr[qi], qptr[qi + 1]):
             off, ln = _unpack(packed[posts[t]])
+            ns += ln
             for i in range(off, off + ln):
                 if mode == MODE_L2:
                     a = np.float64(_code_l2(qd, step, codes, i))
@@ -117,7 +118,6 @@ def search_codes(queries, qptr, posts, mode, lo, step, lo_norm, range_norm, code
                 rid = rids[i]
                 if rid >= nv or vmap[rid] != vers[i]:
                     continue
-                ns += 1
                 cpos[nc] = i
                 clow[nc] = low
                 nc += 1

@@ -85,7 +85,7 @@ class QuantizedArena(Arena):
     def search_codes(self, queries: np.ndarray, qptr: np.ndarray, posts: np.ndarray,
                      mode: int, vmap: np.ndarray, k: int, finish: int) -> tuple:
         """kernels.sq8.search_codes on this arena: query qi probes posts[qptr[qi]:qptr[qi+1]].
-        Returns (ids, distances, valid entries scored, entries re-ranked exactly)."""
+        Returns (ids, distances, stored entries scored, entries re-ranked exactly)."""
         sq = self.sq
         return KQ.search_codes(queries, qptr, posts, mode, sq.lo, sq.step, sq.lo_norm,
                                sq.range_norm, self.codes, self.cerr, self.rids, self.vers,

@@ -11,8 +11,7 @@ sq8 pass re-ranked from full vectors, and the bytes per entry the first pass rea
     .venv/bin/python bench/quantization.py --datasets synth --synth-n 1000000
     .venv/bin/python bench/quantization.py --ab e3e679e --datasets siftsmall,synth
         # the default path (no codes) of this checkout vs a baseline commit, fresh processes
-
-""
+"""
 from __future__ import annotations
 
 import argparse

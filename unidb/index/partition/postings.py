@@ -26,7 +26,7 @@ import numpy as np
 
 from unidb.index.partition.quantize import QUANTIZATIONS, SQ8, QuantizedArena
 from unidb.index.partition.store import WORK_PREFIX, Arena, PostingStore
-from unidb.kernels.partition import LEN_BITS, LEN_MASK, copy_valid, valid_positions
+from unidb.kernels.partition import LEN_BITS, LEN_MASK, copy_valid
 
 MIN_SLICE = 16          # smallest slice given to a posting: avoids a relocation per tiny append
 SLICE_GROWTH = 1.5      # a relocated posting gets 1.5x the space it needs: amortised O(1) appends
@@ -271,12 +271,14 @@ class ArenaStore(PostingStore):
         b = self._new_arena(int(total * COMPACT_SLACK) + 1024, len(old.packed))
         copy_valid(old.vecs, old.sqn, old.rids, old.vers, vmap, old.packed, posts, offs,
                    b.vecs, b.sqn, b.rids, b.vers)
-        if self.sq is not None:      # the codes move with their rows (same order)
-            src = valid_positions(old.rids, old.vers, vmap, old.packed, posts)
-            dst = np.repeat(offs, lens) + (np.arange(len(src)) - np.repeat(
-                np.cumsum(lens) - lens, lens))
-            b.codes[dst] = old.codes[src]
-            b.cerr[dst] = old.cerr[src]
+        if self.sq is not None and lens.sum():
+            # retrain on the rows kept: under drift the range trained at build no longer
+            # fits, and clipped rows have loose bounds (more re-ranking, same results)
+            dst = np.repeat(offs - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+            rows = b.vecs[dst]
+            self.sq = SQ8.train(rows)
+            b = dataclasses.replace(b, sq=self.sq)
+            b.codes[dst], b.cerr[dst] = self.sq.encode(rows)
         b.caps[posts] = caps
         b.packed[posts] = (offs << LEN_BITS) | lens.astype(np.int64)
         self.tail = total

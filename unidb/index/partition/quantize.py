@@ -2,8 +2,8 @@
 
 "sq8": per-dimension scalar quantization to uint8. The quantizer (`SQ8`: lo and step per
 dimension) is trained on every row the store is bulk-loaded with (build, load) or, for an
-index that starts empty, on the first rows written; rows added later outside the trained
-range clip to code 0 / 255, and their larger reconstruction error is part of the per-row
+index that starts empty, on the first rows written, and retrained on the rows kept whenever
+the arena is compacted (postings.py); rows added in between outside the trained range clip to code 0 / 255, and their larger reconstruction error is part of the per-row
 bound `err >= |x - x^|` stored next to the codes, so nothing is lost by clipping, only
 first-pass precision.
 

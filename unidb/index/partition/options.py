@@ -47,8 +47,8 @@ STORAGE = "memory"
 # First-pass codes of a search (quantize.py): None scans full float32 vectors; "sq8" scans
 # per-dimension uint8 codes (1/4 of the bytes) and re-ranks exactly from the full vectors.
 # Results are identical either way. None by default: in memory the codes come on top of the
-# full vectors (+25% store bytes at 128-d) and batched search ran 0.75-1.1x; one-query search
-# ran 1.0-1.7x (docs/partition-index.md, "Compressed codes").
+# full vectors (+25% store bytes at 128-d) and batched search ran 0.74-1.11x; one-query search
+# ran 0.80-1.59x, 1.03-1.56x at the default probe (docs/partition-index.md, "Compressed codes").
 QUANTIZATION = None
 
 # Validation bounds (validate()). Posting sizes: a posting's length is a LEN_BITS-bit field of

@@ -63,7 +63,7 @@ class PartitionIndex:
         self._mode = K.MODE_IP if metric == "ip" else K.MODE_L2
         options = options.validate().resolved(0)
         self._state = PartitionState(self.dim, options, make_store(options.storage, self.dim,
-                                                                   folder))
+                                                                   folder, options.quantization))
         self.counters = self._state.counters       # LIRE's counters (one dict, shared)
         self._rebalancer = lire.Rebalancer(self._state)
         # one-query path: (view, its routing's navigation arrays), and how the fused kernel

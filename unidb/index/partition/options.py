@@ -6,6 +6,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields, replace
 
 from unidb.index.partition.postings import STORES
+from unidb.index.partition.quantize import QUANTIZATIONS
 from unidb.kernels.partition import LEN_MASK
 
 # Build: ~100-300 vectors per posting is the sweet spot for an in-memory Python index
@@ -43,6 +44,12 @@ SEED = 20251122
 # Posting store kind (postings.STORES): "memory" (numpy arena), "disk" (memory-mapped working
 # files in the index folder), or a kind registered with postings.register_store.
 STORAGE = "memory"
+# First-pass codes of a search (quantize.py): None scans full float32 vectors; "sq8" scans
+# per-dimension uint8 codes (1/4 of the bytes) and re-ranks exactly from the full vectors.
+# Results are identical either way. None by default: in memory the codes come on top of the
+# full vectors (+25% store bytes at 128-d) and batched search ran 0.74-1.11x; one-query search
+# ran 0.80-1.59x, 1.03-1.56x at the default probe (docs/partition-index.md, "Compressed codes").
+QUANTIZATION = None
 
 # Validation bounds (validate()). Posting sizes: a posting's length is a LEN_BITS-bit field of
 # the arena's slice table (kernels/partition.py), so no posting limit can exceed it.
@@ -79,6 +86,7 @@ class PartitionOptions:
     reassign_k: int = REASSIGN_K
     seed: int = SEED
     storage: str = STORAGE
+    quantization: str | None = QUANTIZATION
 
     def __new__(cls, *args, **kwargs):
         # the generated __init__ would say "unexpected keyword argument"; name the valid ones
@@ -131,6 +139,14 @@ class PartitionOptions:
         if not isinstance(self.storage, str) or self.storage not in STORES:
             raise ValueError(f"storage must be one of {sorted(STORES)}, "
                              f"got {self.storage!r}")
+        if not (self.quantization is None or (isinstance(self.quantization, str)
+                                              and self.quantization in QUANTIZATIONS)):
+            raise ValueError(f"quantization must be one of {list(QUANTIZATIONS)}, "
+                             f"got {self.quantization!r}")
+        if self.quantization is not None and not getattr(STORES[self.storage], "quantizes",
+                                                         False):
+            raise ValueError(f"storage {self.storage!r} does not support quantization "
+                             f"{self.quantization!r}")
         t, m, mt = self.target_posting, self.max_posting, self.merge_threshold
         if m is not None and t is not None and m < t:
             raise ValueError(f"max_posting ({m}) must be >= target_posting ({t})")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unidb.index.partition.quantize import QUANTIZATIONS, SQ8, QuantizedArena
 from unidb.index.partition.store import WORK_PREFIX, Arena, PostingStore
 from unidb.kernels.partition import LEN_BITS, LEN_MASK, copy_valid
 
@@ -45,10 +46,22 @@ ARENA_GARBAGE_FULL = 0.25
 
 
 class ArenaStore(PostingStore):
-    """Postings in one arena; subclasses say where its arrays live (`_alloc`)."""
+    """Postings in one arena; subclasses say where its arrays live (`_alloc`).
 
-    def __init__(self, dim: int, folder=None):
+    With `quantization="sq8"` the arena is a `QuantizedArena` (quantize.py): every entry also
+    carries its uint8 codes and error bound, written and moved with the other columns. The
+    codes always live in process memory (they are what the first pass of a search reads; the
+    disk store leaves the full vectors to the page cache)."""
+
+    quantizes = True
+
+    def __init__(self, dim: int, folder=None, quantization: str | None = None):
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         self.dim = dim
+        self.quantization = quantization
+        self.sq = SQ8.untrained(dim) if quantization else None
+        self.trained = False
         self.tail = 0            # first unused arena row
         self.garbage = 0         # arena rows no longer reachable from a live posting slice
         self.arena = self._new_arena(1024, 64)
@@ -66,11 +79,42 @@ class ArenaStore(PostingStore):
         raise NotImplementedError
 
     def _new_arena(self, rows: int, slots: int) -> Arena:
-        return Arena(self._alloc("vecs", (rows, self.dim), np.float32),
-                     self._alloc("sqn", (rows,), np.float32),
-                     self._alloc("rids", (rows,), np.int64),
-                     self._alloc("vers", (rows,), np.uint8),
-                     np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64))
+        cols = (self._alloc("vecs", (rows, self.dim), np.float32),
+                self._alloc("sqn", (rows,), np.float32),
+                self._alloc("rids", (rows,), np.int64),
+                self._alloc("vers", (rows,), np.uint8),
+                np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64))
+        if self.sq is None:
+            return Arena(*cols)
+        return QuantizedArena(*cols, np.zeros((rows, self.dim), np.uint8),
+                              np.zeros(rows, np.float32), self.sq)
+
+    def _train_once(self, vecs: np.ndarray) -> None:
+        """An index that starts empty trains its quantizer on the first rows written."""
+        if self.sq is not None and not self.trained and len(vecs):
+            self.sq = SQ8.train(vecs)
+            self.trained = True
+            self.arena = dataclasses.replace(self.arena, sq=self.sq)   # holds no rows yet
+
+    def _write(self, a: Arena, s: int, vecs, sqn, rids, vers) -> None:
+        """Entries into rows s.. of arena a (codes encoded when quantized)."""
+        n = len(rids)
+        a.vecs[s:s + n] = vecs
+        a.sqn[s:s + n] = sqn
+        a.rids[s:s + n] = rids
+        a.vers[s:s + n] = vers
+        if self.sq is not None:
+            a.codes[s:s + n], a.cerr[s:s + n] = self.sq.encode(vecs)
+
+    def _copy_rows(self, src: Arena, s: int, dst: Arena, d: int, n: int) -> None:
+        """Rows s..s+n of src to rows d..d+n of dst, every column."""
+        dst.vecs[d:d + n] = src.vecs[s:s + n]
+        dst.sqn[d:d + n] = src.sqn[s:s + n]
+        dst.rids[d:d + n] = src.rids[s:s + n]
+        dst.vers[d:d + n] = src.vers[s:s + n]
+        if self.sq is not None:
+            dst.codes[d:d + n] = src.codes[s:s + n]
+            dst.cerr[d:d + n] = src.cerr[s:s + n]
 
     def _release(self, a: Arena) -> None:
         """An arena replaced by a bigger one (readers may still hold it)."""
@@ -98,9 +142,10 @@ class ArenaStore(PostingStore):
 
     def stats(self) -> dict:
         a = self.arena
+        codes = a.codes.nbytes + a.cerr.nbytes if self.sq is not None else 0
         return {"rows": int(self.tail), "garbage_rows": int(self.garbage),
                 "bytes": int(a.vecs.nbytes + a.sqn.nbytes + a.rids.nbytes + a.vers.nbytes
-                             + a.packed.nbytes + a.caps.nbytes)}
+                             + a.packed.nbytes + a.caps.nbytes + codes)}
 
     # -- writer (caller holds the index mutex) -----------------------------------------------
     def _ensure(self, rows_needed: int, slots_needed: int) -> None:
@@ -115,7 +160,7 @@ class ArenaStore(PostingStore):
             caps = np.zeros(slots, dtype=np.int64)
             packed[:len(a.packed)] = a.packed
             caps[:len(a.caps)] = a.caps
-            self.arena = Arena(a.vecs, a.sqn, a.rids, a.vers, packed, caps)   # publish
+            self.arena = dataclasses.replace(a, packed=packed, caps=caps)   # publish
             return
         rows = len(a.rids)
         if self.tail + rows_needed > rows:
@@ -124,11 +169,7 @@ class ArenaStore(PostingStore):
         if slots_needed > slots:
             slots = int(max(slots * 2, slots_needed))
         b = self._new_arena(rows, slots)
-        t = self.tail
-        b.vecs[:t] = a.vecs[:t]
-        b.sqn[:t] = a.sqn[:t]
-        b.rids[:t] = a.rids[:t]
-        b.vers[:t] = a.vers[:t]
+        self._copy_rows(a, 0, b, 0, self.tail)
         b.packed[:len(a.packed)] = a.packed
         b.caps[:len(a.caps)] = a.caps
         self.arena = b            # publish
@@ -142,6 +183,7 @@ class ArenaStore(PostingStore):
         n = len(rids)
         if n == 0:
             return
+        self._train_once(vecs)
         self._ensure(0, p + 1)
         a = self.arena
         off, ln = a.posting_range(p)
@@ -154,19 +196,12 @@ class ArenaStore(PostingStore):
             noff = self.tail
             self.tail += newcap
             if ln:
-                a.vecs[noff:noff + ln] = a.vecs[off:off + ln]
-                a.sqn[noff:noff + ln] = a.sqn[off:off + ln]
-                a.rids[noff:noff + ln] = a.rids[off:off + ln]
-                a.vers[noff:noff + ln] = a.vers[off:off + ln]
+                self._copy_rows(a, off, a, noff, ln)
             self.garbage += cap
             off, cap = noff, newcap
             a.caps[p] = cap
             a.packed[p] = (off << LEN_BITS) | ln       # same entries, new place
-        s = off + ln
-        a.vecs[s:s + n] = vecs
-        a.sqn[s:s + n] = sqn
-        a.rids[s:s + n] = rids
-        a.vers[s:s + n] = vers
+        self._write(a, off + ln, vecs, sqn, rids, vers)
         a.packed[p] = (off << LEN_BITS) | (ln + n)      # publish
 
     def replace(self, p, vecs, sqn, rids, vers) -> None:
@@ -174,16 +209,14 @@ class ArenaStore(PostingStore):
         any) becomes garbage."""
         n = len(rids)
         self._check_length(n)
+        self._train_once(vecs)
         cap = max(MIN_SLICE, int(n * SLICE_GROWTH))
         self._ensure(cap, p + 1)
         a = self.arena
         self.garbage += int(a.caps[p])          # rewriting p: its old slice becomes garbage
         off = self.tail
         self.tail += cap
-        a.vecs[off:off + n] = vecs
-        a.sqn[off:off + n] = sqn
-        a.rids[off:off + n] = rids
-        a.vers[off:off + n] = vers
+        self._write(a, off, vecs, sqn, rids, vers)
         a.caps[p] = cap
         a.packed[p] = (off << LEN_BITS) | n
 
@@ -200,6 +233,9 @@ class ArenaStore(PostingStore):
         offs = np.concatenate([[0], np.cumsum(caps)[:-1]]).astype(np.int64)
         total = int(caps.sum())
         old = self.arena
+        if self.sq is not None and len(rids):
+            self.sq = SQ8.train(vecs)       # build and load: trained on every row
+            self.trained = True
         b = self._new_arena(int(total * ARENA_SLACK) + 1024, max(64, P * 2))
         src = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         # destination index of each source row
@@ -208,6 +244,8 @@ class ArenaStore(PostingStore):
         b.sqn[dst] = sqn
         b.rids[dst] = rids
         b.vers[dst] = vers
+        if self.sq is not None:
+            b.codes[dst], b.cerr[dst] = self.sq.encode(vecs)
         b.caps[:P] = caps
         b.packed[:P] = (offs << LEN_BITS) | lens.astype(np.int64)
         self.tail = total
@@ -233,6 +271,14 @@ class ArenaStore(PostingStore):
         b = self._new_arena(int(total * COMPACT_SLACK) + 1024, len(old.packed))
         copy_valid(old.vecs, old.sqn, old.rids, old.vers, vmap, old.packed, posts, offs,
                    b.vecs, b.sqn, b.rids, b.vers)
+        if self.sq is not None and lens.sum():
+            # retrain on the rows kept: under drift the range trained at build no longer
+            # fits, and clipped rows have loose bounds (more re-ranking, same results)
+            dst = np.repeat(offs - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+            rows = b.vecs[dst]
+            self.sq = SQ8.train(rows)
+            b = dataclasses.replace(b, sq=self.sq)
+            b.codes[dst], b.cerr[dst] = self.sq.encode(rows)
         b.caps[posts] = caps
         b.packed[posts] = (offs << LEN_BITS) | lens.astype(np.int64)
         self.tail = total
@@ -261,14 +307,15 @@ class DiskPostingStore(ArenaStore):
 
     kind = "disk"
 
-    def __init__(self, dim: int, folder: str | os.PathLike | None):
+    def __init__(self, dim: int, folder: str | os.PathLike | None,
+                 quantization: str | None = None):
         if folder is None:
             raise ValueError("storage='disk' needs a folder for its memory-mapped posting files")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._gen = 0
         self._files: dict[int, list[Path]] = {}
-        super().__init__(dim, folder)
+        super().__init__(dim, folder, quantization)
 
     def _alloc(self, name, shape, dtype):
         path = self.folder / f"{WORK_PREFIX}{os.getpid()}-{id(self)}-{self._gen}-{name}.bin"
@@ -313,11 +360,17 @@ def register_store(cls: type[PostingStore]) -> type[PostingStore]:
     return cls
 
 
-def make_store(kind: str, dim: int, folder) -> PostingStore:
-    """A new, empty store of the registered `kind`."""
+def make_store(kind: str, dim: int, folder, quantization: str | None = None) -> PostingStore:
+    """A new, empty store of the registered `kind` (with first-pass codes when `quantization`
+    is set: only stores whose class says `quantizes = True` take the argument)."""
     if kind not in STORES:
         raise ValueError(f"storage must be one of {sorted(STORES)}, got {kind!r}")
-    return STORES[kind](dim, folder)
+    if quantization is None:
+        return STORES[kind](dim, folder)
+    if not getattr(STORES[kind], "quantizes", False):
+        raise ValueError(f"storage {kind!r} does not support quantization={quantization!r}; "
+                         f"use one of {sorted(k for k, c in STORES.items() if getattr(c, 'quantizes', False))}")
+    return STORES[kind](dim, folder, quantization=quantization)
 
 
 register_store(MemoryPostingStore)

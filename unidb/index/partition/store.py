@@ -25,7 +25,9 @@ it was published with, whatever the writer does afterwards (the built-in arena n
 overwrites an entry a published view can reach; a store may also copy).
 
 New stores register a `kind` with `postings.register_store`; `PartitionOptions.storage`
-names the kind, and snapshots record it. Scratch files a store keeps in the index folder
+names the kind, and snapshots record it. A store that can keep first-pass codes
+(`PartitionOptions.quantization`, quantize.py) says `quantizes = True` and takes
+`quantization=` as a constructor keyword; the built-in arena stores do. Scratch files a store keeps in the index folder
 are named `WORK_PREFIX...`: persistence deletes those that no open store lists in
 `working_files()`.
 """

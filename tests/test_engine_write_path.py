@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import unidb
-from unidb.engine import indexes as engine_indexes
 from unidb.engine.indexes import IndexSet
 from unidb.errors import UnidbError
 from unidb.storage.table_store import TableStore

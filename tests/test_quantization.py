@@ -4,7 +4,6 @@ inserts, deletes, LIRE splits/merges, clipping of rows outside the trained range
 save/load; recall on the real datasets; the option through the table API."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest

@@ -201,50 +201,61 @@ class _SortedKind(_Kind):
     READER_LOADS = False
 
 
-def _inverted_files(manifest: dict) -> list[str]:
-    names = [n for e in manifest["segments"] for n in (e["file"], e["live"])]
-    return names + [v for k, v in manifest.items() if k.endswith("_file") and v]
-
-
-class _TextKind(_Kind):
-    name = "text"
+class _InvertedKind(_Kind):
+    """Text and sparse indexes: one inverted-index class each, tuned by IndexOptions (segment
+    sizes, top-k algorithm: never their results) at build and at load."""
     SNAPSHOT = "index.json"
 
-    def values(self, column, row_ids):
-        return row_ids, _chunk(column).to_pylist()
+    def index_class(self):
+        raise NotImplementedError
+
+    def new_index(self, ctype, options: dict):
+        raise NotImplementedError
 
     def build(self, ctype, options, row_ids, values, folder, tuning):
-        from unidb.index.sparse import Analyzer, TextIndex
-        opts = dict(options)
-        analyzer = Analyzer.from_json(opts.pop("analyzer")) if "analyzer" in opts else \
-            Analyzer.named(ctype.analyzer) if hasattr(Analyzer, "named") else Analyzer()
-        try:
-            idx = TextIndex(analyzer=analyzer, **opts)
-        except TypeError as e:
-            raise SchemaError(f"bad text index option: {e}") from None
-        _tune(idx, tuning)
+        idx = self.new_index(ctype, options)
+        self._tune(idx, tuning)
         idx.add(row_ids, values)
         return idx
 
     def load(self, folder, tuning):
-        from unidb.index.sparse import TextIndex
-        idx, covered = TextIndex.load(folder)
-        _tune(idx, tuning)
+        idx, covered = self.index_class().load(folder)
+        self._tune(idx, tuning)
         return idx, covered
 
+    @staticmethod
+    def _tune(idx, tuning: IndexOptions) -> None:
+        idx.tune(buffer_docs=tuning.text_buffer_docs, max_segments=tuning.text_max_segments,
+                 topk=tuning.text_topk)
+
     def snapshot_files(self, manifest):
-        return _inverted_files(manifest)
+        names = [n for e in manifest["segments"] for n in (e["file"], e["live"])]
+        return names + [v for k, v in manifest.items() if k.endswith("_file") and v]
 
 
-def _tune(idx, tuning: IndexOptions) -> None:
-    """A text or sparse index's segment sizes and top-k algorithm (never its results)."""
-    idx.tune(buffer_docs=tuning.text_buffer_docs, max_segments=tuning.text_max_segments,
-             topk=tuning.text_topk)
+class _TextKind(_InvertedKind):
+    name = "text"
+
+    def values(self, column, row_ids):
+        return row_ids, _chunk(column).to_pylist()
+
+    def index_class(self):
+        from unidb.index.sparse import TextIndex
+        return TextIndex
+
+    def new_index(self, ctype, options):
+        from unidb.index.sparse import Analyzer
+        opts = dict(options)
+        analyzer = Analyzer.from_json(opts.pop("analyzer")) if "analyzer" in opts else \
+            Analyzer.named(ctype.analyzer) if hasattr(Analyzer, "named") else Analyzer()
+        try:
+            return self.index_class()(analyzer=analyzer, **opts)
+        except TypeError as e:
+            raise SchemaError(f"bad text index option: {e}") from None
 
 
-class _SparseKind(_Kind):
+class _SparseKind(_InvertedKind):
     name = "sparse"
-    SNAPSHOT = "index.json"
 
     def values(self, column, row_ids):
         out = []
@@ -253,21 +264,12 @@ class _SparseKind(_Kind):
                                                np.asarray(v["values"], np.float32)))
         return row_ids, out
 
-    def build(self, ctype, options, row_ids, values, folder, tuning):
+    def index_class(self):
         from unidb.index.sparse import SparseIndex
-        idx = SparseIndex(**options)
-        _tune(idx, tuning)
-        idx.add(row_ids, values)
-        return idx
+        return SparseIndex
 
-    def load(self, folder, tuning):
-        from unidb.index.sparse import SparseIndex
-        idx, covered = SparseIndex.load(folder)
-        _tune(idx, tuning)
-        return idx, covered
-
-    def snapshot_files(self, manifest):
-        return _inverted_files(manifest)
+    def new_index(self, ctype, options):
+        return self.index_class()(**options)
 
 
 ADAPTERS: dict[str, _Kind] = {k.name: k for k in (_PartitionKind(), _SortedKind(),

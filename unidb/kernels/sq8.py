@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from unidb.kernels.partition import MODE_L2, _exact, _heap_push, _unpack
+from unidb.kernels.partition import MODE_L2, _dot_u8, _exact, _heap_push, _unpack
 
 # Float32 rounding of a code score over dim terms: |error| <= (dim + SLACK_ULPS) * eps32 *
 # (|q - lo| + |range|)^2 for L2, (dim + SLACK_ULPS) * eps32 * |q| (|lo| + |range|) for IP
@@ -38,14 +38,6 @@ def _code_l2(qd, step, codes, i):
     for j in range(qd.shape[0]):
         t = qd[j] - step[j] * np.float32(codes[i, j])
         s += t * t
-    return s
-
-
-@nb.njit(cache=True, fastmath=True, inline="always")
-def _code_dot(w, codes, i):
-    s = np.float32(0.0)
-    for j in range(w.shape[0]):
-        s += w[j] * np.float32(codes[i, j])
     return s
 
 
@@ -109,7 +101,7 @@ def search_codes(queries, qptr, posts, mode, lo, step, lo_norm, range_norm, code
                         continue
                     up = np.sqrt(a + slack) + cerr[i]
                 else:
-                    a = -(qlo + np.float64(_code_dot(qd, codes, i)))
+                    a = -(qlo + np.float64(_dot_u8(qd, codes, i)))
                     e = slack + qnorm * cerr[i]
                     low = a - e
                     if low > thr:

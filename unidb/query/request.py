@@ -300,6 +300,15 @@ class SearchRequest:
 
     def replace(self, **changes: Any) -> "SearchRequest":
         """A new request with some fields changed, checked as any new request is."""
+        if changes.keys() == {"limit"}:
+            # `.limit(k)`, the step nearly every search takes: only the k rule reads the limit
+            # (no other field's check does, nor resolve(), whose cached target stays valid),
+            # so the rest is not checked again (~25 us of a ~30 us re-check).
+            new = object.__new__(SearchRequest)
+            new.__dict__.update(self.__dict__)
+            k = changes["limit"]
+            object.__setattr__(new, "limit", None if k is None else check_k(k))
+            return new
         return dataclasses.replace(self, **changes)
 
     # -- checked against a table ---------------------------------------------------------------

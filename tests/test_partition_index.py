@@ -453,6 +453,14 @@ def test_save_writes_the_published_moment_while_a_writer_moves_rows(tmp_path):
     check_invariants(idx, rows)
 
 
+class Boom(Exception):
+    """A failure injected into a write or a LIRE job."""
+
+
+def boom(*args, **kwargs):
+    raise Boom("injected")
+
+
 def test_a_rebalance_job_that_fails_midway_is_rolled_back_never_saved(tmp_path, monkeypatch):
     """A LIRE job that raises after it changed the state (a split has set its rows' primaries
     to its new postings and routed them, but not published) leaves the index at its last
@@ -463,13 +471,7 @@ def test_a_rebalance_job_that_fails_midway_is_rolled_back_never_saved(tmp_path, 
     idx = PartitionIndex.build(np.arange(1000), x, "l2", SMALL)
     rows = {i: x[i] for i in range(1000)}
 
-    class Boom(Exception):
-        pass
-
-    def boom(*args, **kwargs):
-        raise Boom("injected in the middle of a split")
-
-    monkeypatch.setattr(lire, "_neighbour_candidates", boom)
+    monkeypatch.setattr(lire, "_neighbour_candidates", boom)     # in the middle of a split
     far = _far_cluster(rng, 200)
     splits = idx.stats()["splits"]
     with pytest.raises(Boom):
@@ -500,12 +502,6 @@ def test_a_failed_rollback_stops_writes_and_saves_the_published_state(tmp_path, 
     x = mixture(rng, 1000)
     idx = PartitionIndex.build(np.arange(1000), x, "l2", SMALL)
     rows = {i: x[i] for i in range(1000)}
-
-    class Boom(Exception):
-        pass
-
-    def boom(*args, **kwargs):
-        raise Boom("injected")
 
     monkeypatch.setattr(lire, "_neighbour_candidates", boom)
     monkeypatch.setattr(idx._state.store, "bulk_load", boom)

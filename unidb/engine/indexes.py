@@ -247,7 +247,7 @@ class _TextKind(_InvertedKind):
         from unidb.index.sparse import Analyzer
         opts = dict(options)
         analyzer = Analyzer.from_json(opts.pop("analyzer")) if "analyzer" in opts else \
-            Analyzer.named(ctype.analyzer) if hasattr(Analyzer, "named") else Analyzer()
+            Analyzer.named(ctype.analyzer)
         try:
             return self.index_class()(analyzer=analyzer, **opts)
         except TypeError as e:
